@@ -1,0 +1,169 @@
+"""The DVC P-frame codec: flow, motion coding, compensation, residual coding."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from dvc_common import BitstreamError
+from flows import backward_warp, build_flow
+from image_codecs import build_codec
+from image_codecs.payload import pack_compressed, unpack_compressed
+
+from .mc_net import MotionCompensationNet
+
+
+class PFrameCodec(nn.Module):
+    """One P-frame of DVC, with any registered image codecs plugged in.
+
+    G. Lu, W. Ouyang, D. Xu, X. Zhang, C. Cai, Z. Gao, "DVC: An End-to-end Deep
+    Video Compression Framework", CVPR 2019.
+
+    .. code-block:: none
+
+        x_t, x_ref ──► flow (encoder only) ──► v ──► motion codec ──► v_hat
+                                                                        │
+        x_ref ──► backward_warp(x_ref, v_hat) ──► MC net(x_ref, ., v_hat) ──► x_pred
+        x_t - x_pred ──► residual codec ──► r_hat
+        x_hat = clamp(x_pred + r_hat, 0, 1)  ──► the next reference
+
+    The prediction and reconstruction steps (:meth:`_predict`,
+    :meth:`_reconstruct`) are the same code in training, encoding (closed loop:
+    from decoded values) and decoding. The reference is passed in and the
+    reconstruction returned: no frame buffer hides in the module. A codec built
+    with ``flow=None`` (what the decoder builds) has no flow network at all.
+
+    Args:
+        motion_codec: ``{"name": ..., **kwargs}`` of a registered image codec
+            (built with ``in_channels=2``).
+        residual_codec: the same for the residual (``in_channels=3``).
+        flow: ``{"name": ..., "weights": ...}`` of a registered flow, or None.
+        mc_channels: width of the motion-compensation net.
+        num_qualities: rate points, shared by both codecs.
+
+    Shapes:
+        frames ``B x 3 x H x W`` in [0, 1], with H and W multiples of
+        :attr:`multiple` (pad with :func:`dvc_common.pad_to_multiple`).
+    """
+
+    def __init__(
+        self,
+        motion_codec: dict[str, Any],
+        residual_codec: dict[str, Any],
+        flow: dict[str, Any] | None = None,
+        mc_channels: int = 64,
+        num_qualities: int = 1,
+    ) -> None:
+        super().__init__()
+        self.motion_codec = _build(motion_codec, 2, num_qualities)
+        self.residual_codec = _build(residual_codec, 3, num_qualities)
+        self.mc_net = MotionCompensationNet(mc_channels)
+        self.flow = build_flow(**flow) if flow is not None else None
+        self.num_qualities = num_qualities
+        self.multiple = math.lcm(
+            self.motion_codec.downsampling_factor,
+            self.residual_codec.downsampling_factor,
+            MotionCompensationNet.multiple,
+        )
+
+    def decoder_modules(self) -> dict[str, nn.Module]:
+        """The modules a decoder runs (what the file fingerprint covers)."""
+        return {
+            "motion_codec": self.motion_codec,
+            "residual_codec": self.residual_codec,
+            "mc_net": self.mc_net,
+        }
+
+    # -- the shared path --------------------------------------------------------
+    def _predict(
+        self, x_ref: torch.Tensor, v_hat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_pred, x_warp)`` from the decoded reference and decoded flow."""
+        x_warp = backward_warp(x_ref, v_hat)
+        return self.mc_net(x_ref, x_warp, v_hat), x_warp
+
+    @staticmethod
+    def _reconstruct(x_pred: torch.Tensor, r_hat: torch.Tensor) -> torch.Tensor:
+        return (x_pred + r_hat).clamp(0.0, 1.0)
+
+    def estimate_flow(self, x_cur: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
+        if self.flow is None:
+            raise RuntimeError("this PFrameCodec was built without a flow (decoder)")
+        return self.flow(x_cur, x_ref)
+
+    # -- training -----------------------------------------------------------------
+    def forward(
+        self, x_cur: torch.Tensor, x_ref: torch.Tensor, quality: Any = None
+    ) -> dict[str, Any]:
+        """Training pass with noisy quantisation.
+
+        Returns:
+            ``x_hat`` (not clamped, so gradients pass), ``x_pred``, ``x_warp``,
+            ``flow`` and ``likelihoods`` keyed ``motion_*`` / ``residual_*``.
+        """
+        v = self.estimate_flow(x_cur, x_ref)
+        m = self.motion_codec(v, quality=quality)
+        x_pred, x_warp = self._predict(x_ref, m["x_hat"])
+        r = self.residual_codec(x_cur - x_pred, quality=quality)
+        lik = {f"motion_{k}": v for k, v in m["likelihoods"].items()}
+        lik.update({f"residual_{k}": v for k, v in r["likelihoods"].items()})
+        return {
+            "x_hat": x_pred + r["x_hat"],
+            "x_pred": x_pred,
+            "x_warp": x_warp,
+            "flow": v,
+            "likelihoods": lik,
+        }
+
+    # -- coding -------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(
+        self, x_cur: torch.Tensor, x_ref: torch.Tensor, quality: int | None = None
+    ) -> dict[str, Any]:
+        """Encode one frame (batch 1) against the decoded reference.
+
+        Returns:
+            ``{"motion": bytes, "residual": bytes, "x_hat": B x 3 x H x W}``;
+            ``x_hat`` is what :meth:`decompress` will return, bit for bit.
+        """
+        v = self.estimate_flow(x_cur, x_ref)
+        m = self.motion_codec.compress(v, quality=quality)
+        x_pred, _ = self._predict(x_ref, m["x_hat"])
+        r = self.residual_codec.compress(x_cur - x_pred, quality=quality)
+        return {
+            "motion": pack_compressed(m),
+            "residual": pack_compressed(r),
+            "x_hat": self._reconstruct(x_pred, r["x_hat"]),
+        }
+
+    @torch.no_grad()
+    def decompress(
+        self,
+        motion: bytes,
+        residual: bytes,
+        x_ref: torch.Tensor,
+        quality: int | None = None,
+    ) -> torch.Tensor:
+        """Decode one frame from its two payloads and the decoded reference."""
+        strings, shape = unpack_compressed(motion)
+        v_hat = self.motion_codec.decompress(strings, shape, quality=quality)["x_hat"]
+        if v_hat.shape[-2:] != x_ref.shape[-2:]:
+            raise BitstreamError(
+                f"motion payload decodes to {tuple(v_hat.shape[-2:])}, "
+                f"the frame is {tuple(x_ref.shape[-2:])}"
+            )
+        x_pred, _ = self._predict(x_ref, v_hat)
+        strings, shape = unpack_compressed(residual)
+        r_hat = self.residual_codec.decompress(strings, shape, quality=quality)["x_hat"]
+        if r_hat.shape != x_pred.shape:
+            raise BitstreamError("residual payload does not match the frame size")
+        return self._reconstruct(x_pred, r_hat)
+
+
+def _build(spec: dict[str, Any], in_channels: int, num_qualities: int):
+    spec = dict(spec)
+    name = spec.pop("name")
+    return build_codec(name, in_channels=in_channels, num_qualities=num_qualities, **spec)

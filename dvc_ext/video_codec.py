@@ -1,0 +1,169 @@
+"""The video codec: a GOP loop of I-frames (image codec) and DVC P-frames."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from dvc_common import BitstreamError, pad_to_multiple, unpad
+from image_codecs.payload import pack_compressed, unpack_compressed
+
+from .pframe import PFrameCodec, _build
+
+FRAME_I = 0
+FRAME_P = 1
+
+
+@dataclass
+class CodedFrame:
+    """One coded frame: its type, quality index and sub-streams.
+
+    I-frames carry ``[intra]``; P-frames ``[motion, residual]``.
+    """
+
+    frame_type: int
+    quality: int
+    substreams: list[bytes]
+
+
+class VideoCodec(nn.Module):
+    """I-frames by a registered image codec, P-frames by :class:`PFrameCodec`.
+
+    Frames are padded once to :attr:`multiple` and coded in the padded domain;
+    the decoded reference of each frame is the next frame's reference, and every
+    output is cropped back to the input size.
+
+    Args:
+        intra_codec: ``{"name": ..., **kwargs}`` of a registered image codec.
+        pframe: keyword arguments of :class:`PFrameCodec` (its ``flow`` is
+            dropped when ``for_decoding`` is set: a decoder never builds it).
+        num_qualities: rate points of every codec inside.
+        for_decoding: build only what a decoder runs.
+    """
+
+    def __init__(
+        self,
+        intra_codec: dict[str, Any],
+        pframe: dict[str, Any],
+        num_qualities: int = 1,
+        for_decoding: bool = False,
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "intra_codec": dict(intra_codec),
+            "pframe": copy.deepcopy(dict(pframe)),
+            "num_qualities": int(num_qualities),
+        }
+        pf = dict(pframe)
+        if for_decoding:
+            pf["flow"] = None
+        self.intra = _build(intra_codec, 3, num_qualities)
+        self.pframe = PFrameCodec(**pf, num_qualities=num_qualities)
+        self.num_qualities = int(num_qualities)
+        self.multiple = math.lcm(self.intra.downsampling_factor, self.pframe.multiple)
+
+    # -- identity of the decoder ------------------------------------------------
+    def decoder_config(self) -> dict[str, Any]:
+        """The part of the config a decoder depends on (no encoder-side flow)."""
+        pf = {k: v for k, v in self.config["pframe"].items() if k != "flow"}
+        return {**self.config, "pframe": pf}
+
+    def decoder_state(self) -> dict[str, torch.Tensor]:
+        state = {f"intra.{k}": v for k, v in self.intra.state_dict().items()}
+        for name, mod in self.pframe.decoder_modules().items():
+            state.update({f"pframe.{name}.{k}": v for k, v in mod.state_dict().items()})
+        return state
+
+    def fingerprint(self) -> bytes:
+        """SHA-256 over the decoder's config and weights (16 bytes kept).
+
+        Two models with the same fingerprint decode the same file to the same
+        frames; the encoder-side flow estimator does not enter it.
+        """
+        h = hashlib.sha256()
+        h.update(json.dumps(self.decoder_config(), sort_keys=True).encode())
+        for name, t in sorted(self.decoder_state().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.digest()[:16]
+
+    # -- coding -------------------------------------------------------------------
+    def _check_quality(self, quality: int) -> int | None:
+        if not 0 <= quality < self.num_qualities:
+            raise ValueError(f"quality must be in 0..{self.num_qualities - 1}, got {quality}")
+        return quality if self.num_qualities > 1 else None
+
+    @torch.no_grad()
+    def encode(
+        self, frames: Iterable[torch.Tensor], quality: int, intra_period: int
+    ) -> Iterator[tuple[CodedFrame, torch.Tensor]]:
+        """Encode frames one by one (streaming).
+
+        Args:
+            frames: ``3 x H x W`` RGB tensors in [0, 1], all of one size.
+            quality: rate point index.
+            intra_period: an I-frame every this many frames; ``<= 0``: the first
+                frame only.
+
+        Yields:
+            ``(coded_frame, x_hat)`` with ``x_hat`` (``3 x H x W``) the decoder's
+            reconstruction, bit for bit.
+        """
+        q = self._check_quality(quality)
+        ref = None
+        device = next(self.parameters()).device
+        for i, frame in enumerate(frames):
+            x, pads = pad_to_multiple(frame[None].to(device), self.multiple)
+            if ref is None or (intra_period > 0 and i % intra_period == 0):
+                out = self.intra.compress(x, quality=q)
+                coded = CodedFrame(FRAME_I, quality, [pack_compressed(out)])
+                ref = out["x_hat"].clamp(0.0, 1.0)
+            else:
+                out = self.pframe.compress(x, ref, quality=q)
+                coded = CodedFrame(FRAME_P, quality, [out["motion"], out["residual"]])
+                ref = out["x_hat"]
+            yield coded, unpad(ref, pads)[0]
+
+    @torch.no_grad()
+    def decode(
+        self, coded: Iterable[CodedFrame], height: int, width: int
+    ) -> Iterator[torch.Tensor]:
+        """Decode coded frames to ``3 x height x width`` tensors in [0, 1]."""
+        device = next(self.parameters()).device
+        probe = torch.zeros(1, 1, height, width)
+        _, pads = pad_to_multiple(probe, self.multiple)
+        ref = None
+        for k, cf in enumerate(coded):
+            q = self._check_quality(cf.quality)
+            if cf.frame_type == FRAME_I:
+                (payload,) = _substreams(cf, 1, k)
+                strings, shape = unpack_compressed(payload)
+                x_hat = self.intra.decompress(strings, shape, quality=q)["x_hat"]
+                ref = x_hat.clamp(0.0, 1.0)
+            elif cf.frame_type == FRAME_P:
+                if ref is None:
+                    raise BitstreamError(f"frame {k} is a P-frame with no reference")
+                motion, residual = _substreams(cf, 2, k)
+                ref = self.pframe.decompress(motion, residual, ref, quality=q)
+            else:
+                raise BitstreamError(f"frame {k} has unknown type {cf.frame_type}")
+            if ref.shape[-2:] != (height + pads[2] + pads[3], width + pads[0] + pads[1]):
+                raise BitstreamError(f"frame {k} decodes to the wrong size")
+            yield unpad(ref.to(device), pads)[0]
+
+
+def _substreams(cf: CodedFrame, n: int, k: int) -> list[bytes]:
+    if len(cf.substreams) != n:
+        raise BitstreamError(
+            f"frame {k} has {len(cf.substreams)} sub-streams, expected {n}"
+        )
+    return cf.substreams
