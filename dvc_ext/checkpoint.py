@@ -1,0 +1,101 @@
+"""Model checkpoints: one file holds the model config, weights and metadata.
+
+Layout of the ``torch.save``'d dict (loaded only with ``weights_only=True``, so
+a checkpoint can never run code)::
+
+    {"format": "dvc-ext", "version": 1, "kind": "video" | "image",
+     "config": {...},          # rebuilds the model (VideoCodec or image codec)
+     "state_dict": {...},      # float tensors
+     "meta": {...}}            # steps, data, hardware, time: free-form, JSON-able
+
+``decompress`` and ``eval`` rebuild the model from ``config``, never from the
+user's current settings, so a file decodes with the model that wrote it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dvc_common import InputError
+
+FORMAT = "dvc-ext"
+VERSION = 1
+#: Shipped default checkpoints, by kind, inside the installed package.
+DEFAULTS = {"video": "video_default.pth", "image": "intra_default.pth"}
+
+
+def default_checkpoint(kind: str = "video") -> Path | None:
+    """Path of the shipped default checkpoint of ``kind``, or None if absent."""
+    path = Path(str(resources.files("dvc_ext") / "weights" / DEFAULTS[kind]))
+    return path if path.is_file() else None
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    kind: str,
+    config: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    meta: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    ``extra`` holds training state (optimizer, RNG, step) for ``resume``; it is
+    stored beside the model and ignored by loaders of the model.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "config": config,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "meta": meta or {},
+    }
+    if extra:
+        blob["extra"] = extra
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(blob, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """Load and validate a checkpoint (``weights_only=True``).
+
+    Raises:
+        InputError: missing file, not a dvc-ext checkpoint, newer version, or a
+            checkpoint of another kind than ``kind``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle / zip errors of a file that is no checkpoint
+        raise InputError(f"{path} is not a readable dvc-ext checkpoint ({e})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise InputError(f"{path} is not a dvc-ext checkpoint")
+    if int(blob.get("version", 0)) > VERSION:
+        raise InputError(
+            f"{path} has checkpoint version {blob['version']}; this dvc-ext reads "
+            f"up to {VERSION}: upgrade dvc-ext"
+        )
+    if kind is not None and blob.get("kind") != kind:
+        raise InputError(f"{path} holds a {blob.get('kind')!r} model, expected {kind!r}")
+    for key in ("config", "state_dict"):
+        if not isinstance(blob.get(key), dict):
+            raise InputError(f"{path} has no {key}")
+    return blob
