@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,10 +14,8 @@ import torch.nn as nn
 from dvc_common import BitstreamError, pad_to_multiple, unpad
 from image_codecs.payload import pack_compressed, unpack_compressed
 
+from .bitstream import FRAME_I, FRAME_P, fingerprint
 from .pframe import PFrameCodec, _build
-
-FRAME_I = 0
-FRAME_P = 1
 
 
 @dataclass
@@ -83,18 +79,19 @@ class VideoCodec(nn.Module):
         return state
 
     def fingerprint(self) -> bytes:
-        """SHA-256 over the decoder's config and weights (16 bytes kept).
+        """32 bytes identifying the decoder's config and weights.
 
-        Two models with the same fingerprint decode the same file to the same
-        frames; the encoder-side flow estimator does not enter it.
+        Two models with the same fingerprint decode a file to the same frames;
+        the encoder-side flow estimator does not enter it.
         """
-        h = hashlib.sha256()
-        h.update(json.dumps(self.decoder_config(), sort_keys=True).encode())
-        for name, t in sorted(self.decoder_state().items()):
-            t = t.detach().cpu().contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.digest()[:16]
+        return fingerprint(self.decoder_state(), self.decoder_config())
+
+    def update(self, force: bool = False) -> bool:
+        """Build the entropy coders' CDF tables (CompressAI's ``update``)."""
+        updated = self.intra.update(force=force)
+        updated |= self.pframe.motion_codec.update(force=force)
+        updated |= self.pframe.residual_codec.update(force=force)
+        return updated
 
     # -- coding -------------------------------------------------------------------
     def _check_quality(self, quality: int) -> int | None:
@@ -115,8 +112,8 @@ class VideoCodec(nn.Module):
                 frame only.
 
         Yields:
-            ``(coded_frame, x_hat)`` with ``x_hat`` (``3 x H x W``) the decoder's
-            reconstruction, bit for bit.
+            ``(coded_frame, x_hat, frame)``: ``x_hat`` (``3 x H x W``) is the
+            decoder's reconstruction, bit for bit; ``frame`` the input frame.
         """
         q = self._check_quality(quality)
         ref = None
@@ -131,7 +128,7 @@ class VideoCodec(nn.Module):
                 out = self.pframe.compress(x, ref, quality=q)
                 coded = CodedFrame(FRAME_P, quality, [out["motion"], out["residual"]])
                 ref = out["x_hat"]
-            yield coded, unpad(ref, pads)[0]
+            yield coded, unpad(ref, pads)[0], frame
 
     @torch.no_grad()
     def decode(
