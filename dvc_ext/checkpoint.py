@@ -26,6 +26,9 @@ from dvc_common import InputError
 
 FORMAT = "dvc-ext"
 VERSION = 1
+#: Entropy-coder tables derived from the weights by ``update()``: not stored
+#: (they are large, and rebuilding them on load is deterministic).
+DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 #: Shipped default checkpoints, by kind, inside the installed package.
 DEFAULTS = {"video": "video_default.pth", "image": "intra_default.pth"}
 
@@ -56,7 +59,9 @@ def save_checkpoint(
         "version": VERSION,
         "kind": kind,
         "config": config,
-        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "state_dict": {
+            k: v.detach().cpu() for k, v in state_dict.items() if not is_derived(k)
+        },
         "meta": meta or {},
     }
     if extra:
@@ -70,6 +75,11 @@ def save_checkpoint(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def is_derived(key: str) -> bool:
+    """True for entropy-coder tables that ``update()`` rebuilds from weights."""
+    return key.rpartition(".")[2] in DERIVED_BUFFERS
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:

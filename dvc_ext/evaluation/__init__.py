@@ -1,0 +1,1 @@
+"""Evaluation: metrics, Bjontegaard deltas, sequence registries and anchors."""

@@ -1,0 +1,1 @@
+"""Task functions behind the CLI verbs (plain functions of a composed config)."""

@@ -1,0 +1,353 @@
+"""``dvc-ext compress`` / ``decompress``: video file <-> ``.dvc`` file."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dvc_common import InputError, fixed_threads
+
+from .. import bitstream as bs
+from ..checkpoint import default_checkpoint, is_derived, load_checkpoint
+from ..io import open_video, open_writer
+from ..video_codec import CodedFrame, VideoCodec
+
+#: Frames smaller than this cannot pass the codecs' four stride-2 stages sensibly.
+MIN_SIDE = 8
+
+
+@dataclass
+class LoadedModel:
+    """A video model ready to code, and where it came from."""
+
+    model: VideoCodec
+    source: str
+    trained: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _plain(cfg: Any) -> Any:
+    if cfg is None or isinstance(cfg, (str, int, float, bool)):
+        return cfg
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, Mapping):
+        return {k: _plain(v) for k, v in cfg.items()}
+    return cfg
+
+
+def default_architecture() -> dict[str, Any]:
+    """The default video model's config, from ``configs/codec/default.yaml``."""
+    from ..cli import compose
+
+    cfg = compose("train", [])
+    return _plain(cfg.codec)
+
+
+def load_video_model(
+    checkpoint: str | Path | None = "default",
+    *,
+    for_decoding: bool = False,
+    device: str = "cpu",
+    flow: Mapping[str, Any] | None = None,
+) -> LoadedModel:
+    """Build the video model of a checkpoint ("default": the shipped one).
+
+    Without a shipped default, the default architecture is built with random
+    weights and ``trained`` is False: callers must say so to the user.
+
+    Args:
+        for_decoding: build no flow network (a decoder never runs one).
+        flow: replace the encoder-side flow (e.g. ``{"name": "dis"}``); the
+            file fingerprint does not change, so files still decode.
+    """
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device={device} asked for, but CUDA is not available")
+    path = (
+        default_checkpoint("video")
+        if checkpoint in (None, "default")
+        else Path(checkpoint)
+    )
+    if path is None:
+        config, state, meta, trained = default_architecture(), None, {}, False
+        source = "default architecture, untrained (random weights)"
+    else:
+        blob = load_checkpoint(path, "video")
+        config, state, meta, trained = (
+            blob["config"],
+            blob["state_dict"],
+            blob["meta"],
+            True,
+        )
+        source = str(path)
+    config = dict(config)
+    if flow is not None:
+        config["pframe"] = {**config["pframe"], "flow": dict(flow)}
+    torch.manual_seed(0)  # the untrained fallback is the same model every time
+    try:
+        model = VideoCodec(**config, for_decoding=for_decoding)
+    except (TypeError, KeyError, ValueError) as e:
+        raise InputError(f"{source}: the model config does not build: {e}") from None
+    if state is not None:
+        # Tables derived by update() are rebuilt below; the flow is not the
+        # decoder's business, and a replaced flow keeps its own weights.
+        drop_flow = for_decoding or flow is not None
+        state = {
+            k: v
+            for k, v in state.items()
+            if not is_derived(k) and not (drop_flow and k.startswith("pframe.flow."))
+        }
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            raise InputError(f"{source}: weights do not fit the model: {e}") from None
+        missing = [
+            k for k in missing if not is_derived(k) and not k.startswith("pframe.flow.")
+        ]
+        if missing or unexpected:
+            raise InputError(
+                f"{source}: weights do not fit the model (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]})"
+            )
+    # Encoder and decoder build identical tables from identical weights.
+    with fixed_threads(1):
+        model.update(force=True)
+    model.eval().to(device)
+    return LoadedModel(model, source, trained, meta)
+
+
+def _untrained_notice(loaded: LoadedModel) -> None:
+    if not loaded.trained:
+        print(
+            "NOTE: no trained default model is installed; coding with an UNTRAINED "
+            "model (random weights): the file is real, the quality is not.",
+            file=sys.stderr,
+        )
+
+
+def _progress(it, total, enabled: bool, desc: str):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="frame", file=sys.stderr)
+
+
+def compress_file(
+    input: str | Path,
+    output: str | Path,
+    loaded: LoadedModel,
+    *,
+    quality: int | None = None,
+    intra_period: int = 10,
+    frames: int | None = None,
+    threads: int = 1,
+    reader_opts: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Compress a video file to a ``.dvc`` file; returns a summary dict.
+
+    The summary has ``frames``, ``width``, ``height``, ``bytes`` (the file
+    size), ``bpp``, ``encode_fps``, the byte split ``counts`` and ``psnr`` of
+    the encoder's reconstruction (equal to the decoder's output).
+    """
+    model = loaded.model
+    reader = open_video(input, **dict(reader_opts or {}))
+    info = reader.info
+    if min(info.width, info.height) < MIN_SIDE:
+        raise InputError(
+            f"{input}: {info.width}x{info.height} is too small (at least "
+            f"{MIN_SIDE}x{MIN_SIDE} pixels)"
+        )
+    q = model.num_qualities // 2 if quality is None else int(quality)
+    if not 0 <= q < model.num_qualities:
+        raise InputError(f"quality must be in 0..{model.num_qualities - 1}, got {q}")
+    if frames is not None and frames < 1:
+        raise InputError(f"frames must be >= 1, got {frames}")
+    total = (
+        info.num_frames if frames is None else min(frames, info.num_frames or frames)
+    )
+    header = bs.Header(
+        width=info.width,
+        height=info.height,
+        intra_period=max(0, int(intra_period)),
+        fps=Fraction(info.fps) if info.fps else None,
+        color_format="yuv420" if info.matrix is not None else "rgb",
+        matrix=info.matrix or "bt601",
+        full_range=bool(info.full_range),
+        quality=q,
+        coding_threads=int(threads),
+        intra_codec=model.intra.registry_name,
+        motion_codec=model.pframe.motion_codec.registry_name,
+        residual_codec=model.pframe.residual_codec.registry_name,
+        fingerprint=model.fingerprint(),
+    )
+    device = next(model.parameters()).device
+    sq_err, n_px, count = 0.0, 0, 0
+    t0 = time.perf_counter()
+
+    def source() -> Iterator[torch.Tensor]:
+        for frame in reader.frames(0, frames):
+            yield frame.rgb
+
+    with bs.BitstreamWriter(output) as writer, fixed_threads(int(threads)):
+        writer.write_header(header)
+        coded = model.encode(source(), q, intra_period)
+        for cf, x_hat, x in _progress(coded, total, progress, "compress"):
+            writer.write_frame(cf.frame_type, cf.quality, cf.substreams)
+            x = x.to(device)
+            sq_err += float(((x_hat - x) ** 2).sum())
+            n_px += x.numel()
+            count += 1
+        if count == 0:
+            raise InputError(f"{input} has no frames")
+    elapsed = time.perf_counter() - t0
+    size = Path(output).stat().st_size
+    counts = writer.counts.as_dict()
+    mse = sq_err / max(n_px, 1)
+    return {
+        "input": str(input),
+        "output": str(output),
+        "model": loaded.source,
+        "trained": loaded.trained,
+        "frames": count,
+        "width": info.width,
+        "height": info.height,
+        "quality": q,
+        "intra_period": int(intra_period),
+        "bytes": size,
+        "bpp": size * 8 / (count * info.width * info.height),
+        "psnr_rgb": float("inf")
+        if mse == 0
+        else 10 * torch.log10(torch.tensor(1 / mse)).item(),
+        "encode_fps": count / elapsed,
+        "counts": counts,
+        "conversion": info.conversion,
+    }
+
+
+def decompress_file(
+    input: str | Path,
+    output: str | Path,
+    loaded: LoadedModel,
+    *,
+    matrix: str | None = None,
+    full_range: bool | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Decode a ``.dvc`` file to a video file; returns a summary dict.
+
+    Raises:
+        BitstreamError: a damaged or truncated file (nothing is left at
+            ``output``).
+        ModelMismatchError: the file was written by another model.
+    """
+    reader = bs.BitstreamReader(input)
+    h = reader.header
+    bs.check_fingerprint(h, loaded.model.fingerprint(), f"the model {loaded.source}")
+    writer = open_writer(
+        output,
+        fps=h.fps,
+        matrix=matrix or h.matrix,
+        full_range=h.full_range if full_range is None else full_range,
+    )
+    t0 = time.perf_counter()
+    count = 0
+    try:
+        with fixed_threads(h.coding_threads):
+            coded = (CodedFrame(r.frame_type, r.quality, r.substreams) for r in reader)
+            frames = loaded.model.decode(coded, h.height, h.width)
+            for x in _progress(frames, h.frame_count, progress, "decompress"):
+                writer.write(x.cpu())
+                count += 1
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    elapsed = time.perf_counter() - t0
+    return {
+        "input": str(input),
+        "output": str(output),
+        "frames": count,
+        "width": h.width,
+        "height": h.height,
+        "decode_fps": count / elapsed,
+        "counts": reader.counts.as_dict(),
+    }
+
+
+def _reader_opts(cfg: Any) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for key in ("width", "height", "fps"):
+        if cfg.get(key) is not None:
+            opts[key] = cfg[key]
+    color = cfg.get("color") or {}
+    if color.get("matrix") is not None:
+        opts["matrix"] = color["matrix"]
+    if color.get("full_range") is not None:
+        opts["full_range"] = bool(color["full_range"])
+    return opts
+
+
+def _print_summary(s: dict[str, Any], verb: str) -> None:
+    c = s["counts"]
+    bits = {k: 8 * v for k, v in c.items()}
+    print(f"{verb}: {s['input']} -> {s['output']}")
+    print(f"  frames {s['frames']}  {s['width']}x{s['height']}  bytes {c['total']}")
+    if "bpp" in s:
+        print(
+            f"  bpp {s['bpp']:.4f}  PSNR(RGB) {s['psnr_rgb']:.2f} dB  encode {s['encode_fps']:.2f} frames/s"
+        )
+    else:
+        print(f"  decode {s['decode_fps']:.2f} frames/s")
+    print(
+        "  bits: header {header}  frame headers/CRC {frame_overhead}  intra {intra}  "
+        "motion {motion}  residual {residual}".format(**bits)
+    )
+
+
+def compress(cfg: Any) -> dict[str, Any]:
+    """The ``compress`` verb (``cfg``: the composed ``configs/compress.yaml``)."""
+    loaded = load_video_model(
+        cfg.checkpoint, device=cfg.device, flow=_plain(cfg.get("flow"))
+    )
+    _untrained_notice(loaded)
+    summary = compress_file(
+        cfg.input,
+        cfg.output,
+        loaded,
+        quality=cfg.quality,
+        intra_period=cfg.intra_period,
+        frames=cfg.frames,
+        threads=cfg.threads,
+        reader_opts=_reader_opts(cfg),
+        progress=bool(cfg.progress),
+    )
+    _print_summary(summary, "compress")
+    return summary
+
+
+def decompress(cfg: Any) -> dict[str, Any]:
+    """The ``decompress`` verb (``cfg``: the composed ``configs/decompress.yaml``)."""
+    loaded = load_video_model(cfg.checkpoint, for_decoding=True, device=cfg.device)
+    _untrained_notice(loaded)
+    color = cfg.get("color") or {}
+    summary = decompress_file(
+        cfg.input,
+        cfg.output,
+        loaded,
+        matrix=color.get("matrix"),
+        full_range=color.get("full_range"),
+        progress=bool(cfg.progress),
+    )
+    _print_summary(summary, "decompress")
+    return summary

@@ -1,0 +1,285 @@
+"""The models being trained, and the per-step objective of each stage.
+
+:class:`PFrameStep` and :class:`ImageStep` wrap the model and compute the loss
+inside ``forward``: that is the module :class:`DistributedDataParallel` wraps,
+so its gradient hooks see the whole step.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn as nn
+from compressai.models import CompressionModel
+
+from dvc_common import InputError, ModelMismatchError, fixed_threads
+from image_codecs import codec_class
+
+from ..checkpoint import is_derived
+from ..losses import bpp, distortion, ms_ssim, mse
+
+#: Keys the image codecs get from their context, not from a spec.
+_CONTEXT_KEYS = ("in_channels", "num_qualities")
+
+
+# -- configs -----------------------------------------------------------------------
+def _spec(spec: Mapping[str, Any], tiny: bool) -> dict[str, Any]:
+    spec = dict(spec)
+    if "name" not in spec:
+        raise InputError(f"a codec spec needs a name: {spec}")
+    for k in _CONTEXT_KEYS:
+        spec.pop(k, None)
+    if tiny:
+        return {"name": spec["name"], **codec_class(spec["name"]).tiny_config}
+    return spec
+
+
+def video_config(codec: Mapping[str, Any], tiny: bool = False) -> dict[str, Any]:
+    """``VideoCodec`` keyword arguments from the ``codec`` config group.
+
+    With ``tiny`` every codec takes its class's ``tiny_config`` sizes and the
+    MC net 8 channels (smoke tests).
+    """
+    codec = copy.deepcopy(dict(codec))
+    pf = dict(codec.get("pframe") or {})
+    for k in ("motion_codec", "residual_codec"):
+        if k not in pf:
+            raise InputError(f"codec.pframe.{k} is not set")
+        pf[k] = _spec(pf[k], tiny)
+    if tiny:
+        pf["mc_channels"] = 8
+    if pf.get("flow") is not None:
+        pf["flow"] = dict(pf["flow"])
+    if "intra_codec" not in codec:
+        raise InputError("codec.intra_codec is not set")
+    return {
+        "intra_codec": _spec(codec["intra_codec"], tiny),
+        "pframe": pf,
+        "num_qualities": int(codec.get("num_qualities", 1)),
+    }
+
+
+def image_config(
+    spec: Mapping[str, Any], num_qualities: int, tiny: bool = False
+) -> dict:
+    """``build_codec`` keyword arguments of an RGB image codec."""
+    return {**_spec(spec, tiny), "in_channels": 3, "num_qualities": int(num_qualities)}
+
+
+def build_video(config: Mapping[str, Any]) -> nn.Module:
+    from ..video_codec import (
+        VideoCodec,
+    )  # imports flows: only when a video model is built
+
+    return VideoCodec(**copy.deepcopy(dict(config)))
+
+
+def saved_video_config(model: nn.Module) -> dict[str, Any]:
+    """The config stored in a video checkpoint.
+
+    A learned flow's trained weights are in the state dict, so the stored flow
+    spec asks for no pre-trained weights (``weights: None``): the checkpoint
+    then rebuilds on a machine without the original weight file.
+    """
+    config = copy.deepcopy(model.config)
+    flow = config["pframe"].get("flow")
+    pf_flow = getattr(model.pframe, "flow", None)
+    if (
+        flow is not None
+        and isinstance(pf_flow, nn.Module)
+        and any(True for _ in pf_flow.parameters())
+    ):
+        flow["weights"] = None
+    return config
+
+
+def saved_image_config(codec: nn.Module) -> dict[str, Any]:
+    return {"name": codec.registry_name, **codec.build_kwargs}
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load a state dict, resizing the entropy coders' CDF buffers first.
+
+    CompressAI's ``load_state_dict`` does the resizing for every entropy model
+    below the module it is called on; called through a plain ``nn.Module``
+    (a ``VideoCodec``) it would not run, so it is applied to the whole tree.
+
+    Raises:
+        ModelMismatchError: keys or shapes do not match the model.
+    """
+    # Checkpoints leave out the coders' CDF tables (update() rebuilds them from
+    # the weights), so they are dropped here and rebuilt after loading.
+    state = {k: v for k, v in state_dict.items() if not is_derived(k)}
+    try:
+        missing, unexpected = nn.Module.load_state_dict(model, state, strict=False)
+    except RuntimeError as e:
+        raise ModelMismatchError(f"checkpoint does not fit the model: {e}") from None
+    missing = [k for k in missing if not is_derived(k)]
+    if missing or unexpected:
+        raise ModelMismatchError(
+            f"checkpoint does not fit the model: missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}"
+        )
+    with fixed_threads(1):
+        for m in model.modules():
+            if isinstance(m, CompressionModel):
+                m.update(force=True)
+
+
+def export_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with up-to-date entropy-coder tables (``update(force=True)``).
+
+    ``update`` only rewrites the coders' CDF buffers, which the training
+    forward does not read, so calling it on the live model leaves training
+    unchanged.
+    """
+    for m in model.modules():
+        if isinstance(m, CompressionModel):
+            m.update(force=True)
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def trainable_flow(model: nn.Module) -> bool:
+    flow = getattr(model.pframe, "flow", None)
+    return isinstance(flow, nn.Module) and any(True for _ in flow.parameters())
+
+
+def video_modules(model: nn.Module) -> dict[str, nn.Module | None]:
+    pf = model.pframe
+    flow = pf.flow if isinstance(getattr(pf, "flow", None), nn.Module) else None
+    return {
+        "flow": flow,
+        "motion_codec": pf.motion_codec,
+        "mc_net": pf.mc_net,
+        "residual_codec": pf.residual_codec,
+        "intra": model.intra,
+    }
+
+
+# -- the per-step objectives --------------------------------------------------------
+class PFrameStep(nn.Module):
+    """One training step of the P-frame model (and optionally its intra codec).
+
+    ``frames`` ``B x 2 x 3 x H x W`` in [0, 1] (frame 0 the reference). The
+    stage (:meth:`configure`) decides what runs and what the loss is:
+
+    .. code-block:: none
+
+        ref ──► intra (if train_intra or ref=intra) ──► ref_p = x_hat_I (no grad)
+        flow(cur, ref_p) ─► motion codec ─► v_hat ─► warp + MC ─► x_pred
+        motion:  L = lambda * D(x_warp | x_pred) + R_motion
+        else:    x_hat = x_pred + residual_codec(cur - x_pred)
+                 L = lambda * D(x_hat, cur) + R_motion + R_residual
+        train_intra: L = (L + lambda * D(x_hat_I, ref) + R_intra) / 2
+
+    This mirrors :meth:`dvc_ext.pframe.PFrameCodec.forward` step by step (same
+    sub-modules, same order) so a stage can skip the parts it does not train.
+    """
+
+    def __init__(self, video: nn.Module, metric: str = "mse",
+                 motion_targets: tuple[str, ...] = ("warp", "pred")) -> None:  # fmt: skip
+        super().__init__()
+        self.video = video
+        self.metric = metric
+        bad = [t for t in motion_targets if t not in ("warp", "pred")]
+        if bad or not motion_targets:
+            raise InputError(
+                f"loss.motion_targets must be a subset of [warp, pred], got {motion_targets}"
+            )
+        self.motion_targets = tuple(motion_targets)
+        self.stage, self.ref_mode = "joint", "raw"
+        self.train_intra = self.train_flow = False
+
+    def configure(
+        self, stage: str, ref_mode: str, train_intra: bool, train_flow: bool
+    ) -> None:
+        self.stage, self.ref_mode = stage, ref_mode
+        self.train_intra, self.train_flow = train_intra, train_flow
+
+    def forward(self, frames: torch.Tensor, quality: torch.Tensor | None,
+                lam: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
+        ref, cur = frames[:, 0], frames[:, 1]
+        hw = cur.shape[-2] * cur.shape[-1]
+        m: dict[str, torch.Tensor] = {}
+        loss_i = None
+        if self.train_intra or self.ref_mode == "intra":
+            intra = self.video.intra
+            if self.train_intra:
+                i = intra(ref, quality=quality)
+            else:  # a frozen intra codes the reference as the decoder would
+                was = intra.training
+                intra.eval()
+                with torch.no_grad():
+                    i = intra(ref, quality=quality)
+                intra.train(was)
+            m["bpp_intra"] = bpp(i["likelihoods"], hw)
+            m["mse_intra"] = mse(i["x_hat"].clamp(0, 1), ref)
+            if self.train_intra:
+                loss_i = lam * distortion(i["x_hat"], ref, self.metric) + m["bpp_intra"]
+            if self.ref_mode == "intra":
+                ref = i["x_hat"].detach().clamp(0.0, 1.0)
+        pf = self.video.pframe
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_flow):
+            v = pf.estimate_flow(cur, ref)
+        mo = pf.motion_codec(v, quality=quality)
+        x_pred, x_warp = pf._predict(ref, mo["x_hat"])
+        m["bpp_motion"] = bpp(mo["likelihoods"], hw)
+        m["mse_warp"] = mse(x_warp, cur)
+        m["mse_pred"] = mse(x_pred.clamp(0, 1), cur)
+        if self.stage == "motion":
+            preds = {"warp": x_warp, "pred": x_pred}
+            d = sum(distortion(preds[t], cur, self.metric) for t in self.motion_targets)
+            d = d / len(self.motion_targets)
+            m["bpp"] = m["bpp_motion"]
+            m["mse"] = m["mse_pred"]
+        else:
+            r = pf.residual_codec(cur - x_pred, quality=quality)
+            x_hat = x_pred + r["x_hat"]
+            d = distortion(x_hat, cur, self.metric)
+            m["bpp_residual"] = bpp(r["likelihoods"], hw)
+            m["bpp"] = m["bpp_motion"] + m["bpp_residual"]
+            m["mse"] = mse(x_hat.clamp(0, 1), cur)
+        if self.metric == "ms-ssim":
+            m["ms_ssim"] = 1.0 - d.detach()
+        elif not self.training and self.stage != "motion":
+            m["ms_ssim"] = ms_ssim(x_hat.detach().clamp(0, 1), cur)
+        loss = lam * d + m["bpp"]
+        if loss_i is not None:
+            loss = (loss + loss_i) / 2
+        m["loss"] = loss
+        return {
+            "loss": loss.mean(),
+            "per_sample": {k: v.detach() for k, v in m.items()},
+        }
+
+
+class ImageStep(nn.Module):
+    """One training step of an image codec: ``lambda * D + R``.
+
+    ``frames`` ``B x 1 x 3 x H x W`` in [0, 1].
+    """
+
+    def __init__(self, codec: nn.Module, metric: str = "mse") -> None:
+        super().__init__()
+        self.codec = codec
+        self.metric = metric
+
+    def forward(self, frames: torch.Tensor, quality: torch.Tensor | None,
+                lam: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
+        x = frames[:, 0]
+        out = self.codec(x, quality=quality)
+        rate = bpp(out["likelihoods"], x.shape[-2] * x.shape[-1])
+        d = distortion(out["x_hat"], x, self.metric)
+        loss = lam * d + rate
+        m = {"loss": loss, "bpp": rate, "mse": mse(out["x_hat"].clamp(0, 1), x)}
+        if self.metric == "ms-ssim":
+            m["ms_ssim"] = 1.0 - d.detach()
+        elif not self.training:
+            m["ms_ssim"] = ms_ssim(out["x_hat"].detach().clamp(0, 1), x)
+        return {
+            "loss": loss.mean(),
+            "per_sample": {k: v.detach() for k, v in m.items()},
+        }

@@ -1,0 +1,101 @@
+"""The flow-estimator contract and its registry (mirrors the image codecs')."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from dvc_common import InputError, Registry, pad_to_multiple, unpad
+
+_FLOWS: Registry[type[FlowEstimator]] = Registry("flow")
+_NOT_FLOWS = {"base", "warp", "correlation", "synthetic", "train"}
+_discovered = False
+
+
+def _discover() -> None:
+    """Import every flow module of the package once, so they register."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import importlib
+    import pkgutil
+
+    package = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if info.name not in _NOT_FLOWS and not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def register_flow(name: str):
+    """Class decorator: ``@register_flow("spynet")``."""
+    return _FLOWS.register(name)
+
+
+def list_flows() -> list[str]:
+    _discover()
+    return _FLOWS.names()
+
+
+def default_weights(name: str) -> Path:
+    """Our shipped checkpoint of flow ``name`` (package data)."""
+    return Path(str(resources.files("flows") / "weights" / f"{name}.pth"))
+
+
+def build_flow(name: str, weights: str | Path | None = None, **kwargs: Any) -> FlowEstimator:
+    """Build the flow registered as ``name``.
+
+    Args:
+        weights: None (random init, or nothing to load for classical flows),
+            ``"default"`` (our trained checkpoint shipped in the package), or the
+            path of a checkpoint. Never downloaded.
+    """
+    _discover()
+    flow = _FLOWS.build(name, **kwargs)
+    flow.registry_name = name
+    if weights is not None:
+        path = default_weights(name) if weights == "default" else Path(weights)
+        if not path.is_file():
+            raise InputError(f"flow weights not found: {path}")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+        flow.load_state_dict({k: v.float() for k, v in state.items()})
+    return flow
+
+
+class FlowEstimator(nn.Module):
+    """Base class of the flow estimators.
+
+    ``forward(cur, ref)`` takes two ``B x 3 x H x W`` RGB frames in [0, 1] of any
+    size and returns the backward flow ``B x 2 x H x W`` in pixels at input
+    resolution: channel 0 horizontal (x), channel 1 vertical (y), such that
+    ``backward_warp(ref, flow) ~= cur`` (each pixel of the current frame says
+    where it comes from in the reference).
+
+    Subclasses implement ``_estimate`` on inputs padded to ``pad_multiple``.
+    """
+
+    #: Spatial stride of the estimator's finest output before up-sampling.
+    output_stride: int = 1
+    #: Inputs are padded to a multiple of this inside ``forward``.
+    pad_multiple: int = 1
+    #: False for classical estimators: no gradient, encoder-side only.
+    differentiable: bool = True
+    registry_name: str = ""
+
+    def _estimate(self, cur: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, cur: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        if cur.shape != ref.shape or cur.ndim != 4 or cur.shape[1] != 3:
+            raise ValueError(
+                f"cur and ref must both be B x 3 x H x W, got {tuple(cur.shape)} "
+                f"and {tuple(ref.shape)}"
+            )
+        cur_p, pads = pad_to_multiple(cur, self.pad_multiple)
+        ref_p, _ = pad_to_multiple(ref, self.pad_multiple)
+        return unpad(self._estimate(cur_p, ref_p), pads)
