@@ -21,5 +21,5 @@ def test_configs_are_found_as_package_data():
     from importlib import resources
 
     root = resources.files("dvc_ext.configs")
-    for verb in ("compress", "decompress", "train"):
+    for verb in ("compress", "decompress", "train", "eval"):
         assert (root / f"{verb}.yaml").is_file(), verb

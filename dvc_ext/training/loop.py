@@ -76,6 +76,17 @@ def _mix(*parts: int) -> int:
     )
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT / SIGTERM to the main process.
+
+    ``kill`` of the whole process group (Ctrl-C, ``pkill -f``, a batch scheduler)
+    reaches the workers too; a worker that dies of it makes PyTorch raise in the
+    middle of the main process's step, before the stop checkpoint is written.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class Trainer:
     """One training run; :meth:`fit` runs it and returns the run folder."""
 
@@ -238,6 +249,7 @@ class Trainer:
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
+            worker_init_fn=_ignore_stop_signals if workers > 0 else None,
         )
         self.val_loader = None
         if self.val_set is not None:
