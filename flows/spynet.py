@@ -1,0 +1,143 @@
+"""SpyNet: the coarse-to-fine spatial-pyramid flow network that DVC uses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._guide import guided_flow
+from .base import FlowEstimator, register_flow
+from .warp import backward_warp
+
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+class _LevelNet(nn.Module):
+    """One pyramid level: ``[cur, warped ref, flow]`` (8 ch) -> residual flow."""
+
+    def __init__(self, widths: tuple[int, ...], kernel: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        chans = (8, *widths)
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
+            # He init: PyTorch's default shrinks activations layer by layer,
+            # which slows the first steps of a from-scratch training a lot.
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU()]
+        layers.append(nn.Conv2d(chans[-1], 2, kernel, padding=kernel // 2))
+        self.net = nn.Sequential(*layers)
+        # Start from "no correction": an untrained level leaves the flow alone.
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@register_flow("spynet")
+class SpyNet(FlowEstimator):
+    """Spatial pyramid network for optical flow.
+
+    A. Ranjan, M. J. Black, "Optical Flow Estimation using a Spatial Pyramid
+    Network", CVPR 2017; the motion estimator of G. Lu et al., "DVC: An
+    End-to-end Deep Video Compression Framework", CVPR 2019.
+
+    ```
+    cur, ref ─► normalise ─► avg-pool pyramid (levels L-1 .. 0, stride 2^k)
+    v_{L} = 0
+    for k = L-1 .. 0:                        (coarse to fine)
+        u   = 2 * upsample(v_{k+1})          (flow in level-k pixels)
+        r~  = backward_warp(ref_k, u)
+        v_k = u + G_k([cur_k, r~, u])        (G_k: small conv net, 8 -> 2 ch)
+    return v_0                               (B x 2 x H x W, px)
+    ```
+
+    Compact variant (ours): 5x5 instead of 7x7 kernels and widths
+    (24, 48, 24, 12) instead of (32, 64, 32, 16) in each level's 5-conv net,
+    about a fifth of the original's parameters per level; 4 levels (coarsest
+    stride 8, so a 16 px motion is 2 px there). Each level predicts a residual
+    on top of the up-sampled flow, as in the paper. Training (``flows.train``)
+    supervises every level and, early on, feeds each level the perturbed
+    ground truth instead of the coarser estimate (the paper trains the levels
+    one after another on the same principle).
+
+    Args:
+        levels: pyramid levels; inputs are padded to a multiple of 2^(levels-1).
+        widths: hidden channels of each level's conv net.
+        kernel: conv kernel size.
+    """
+
+    output_stride = 1
+
+    def __init__(
+        self,
+        levels: int = 4,
+        widths: tuple[int, ...] = (24, 48, 24, 12),
+        kernel: int = 5,
+    ) -> None:
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}")
+        self.levels = levels
+        self.pad_multiple = 2 ** (levels - 1)
+        self.nets = nn.ModuleList(
+            _LevelNet(tuple(widths), kernel) for _ in range(levels)
+        )
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), False)
+
+    def flow_pyramid(
+        self,
+        cur: torch.Tensor,
+        ref: torch.Tensor,
+        guide: torch.Tensor | None = None,
+        jitter: float = 0.0,
+    ) -> list[tuple[torch.Tensor, int]]:
+        """Flows of every level, coarse to fine, for multi-scale training.
+
+        Args:
+            cur, ref: ``B x 3 x H x W`` in [0, 1], H and W multiples of
+                ``pad_multiple``.
+            guide: optional ``B x 2 x H x W`` flow (px) for teacher forcing,
+                as in SpyNet's level-by-level training: the flow entering each
+                finer level is the guide pooled to that level, plus a smooth
+                random offset of up to ``jitter`` level pixels, instead of the
+                coarser level's estimate. Every level then learns its residual
+                task from the first step.
+
+        Returns:
+            ``[(flow_k, stride_k), ...]``: ``flow_k`` is ``B x 2 x H/s x W/s``
+            in pixels of that level (``s = stride_k``); the last one is the
+            full-resolution output.
+        """
+        cur = (cur - self.mean) / self.std
+        ref = (ref - self.mean) / self.std
+        curs, refs = [cur], [ref]
+        for _ in range(self.levels - 1):
+            curs.append(F.avg_pool2d(curs[-1], 2))
+            refs.append(F.avg_pool2d(refs[-1], 2))
+        b, _, h, w = curs[-1].shape
+        flow = cur.new_zeros(b, 2, h, w)
+        out = []
+        for k in reversed(range(self.levels)):
+            if flow.shape[-2:] != curs[k].shape[-2:]:
+                if guide is not None:
+                    flow = guided_flow(guide, 2**k, jitter)
+                else:
+                    flow = 2.0 * F.interpolate(
+                        flow,
+                        size=curs[k].shape[-2:],
+                        mode="bilinear",
+                        align_corners=False,
+                    )
+            warped = backward_warp(refs[k], flow)
+            flow = flow + self.nets[k](torch.cat([curs[k], warped, flow], dim=1))
+            out.append((flow, 2**k))
+        return out
+
+    def _estimate(self, cur: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return self.flow_pyramid(cur, ref)[-1][0]

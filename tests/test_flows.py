@@ -1,0 +1,249 @@
+"""Flow estimators, warping, correlation, synthetic pairs, training script.
+
+Every registered flow is run through the same contract. The learned flows are
+checked for accuracy with their shipped weights (``weights="default"``; skipped
+where absent); a random-init model is exempt from the accuracy checks.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from flows import backward_warp, build_flow, default_weights, list_flows
+from flows.correlation import correlation, extension_available
+from flows.synthetic import SyntheticFlow, skimage_image
+
+FLOWS = list_flows()
+LEARNED = [n for n in FLOWS if build_flow(n).differentiable]
+# Integer shifts (dx, dy) drawn once from [-12, 12]^2 (numpy seed 6), plus the
+# extreme corners.
+SHIFTS = [
+    tuple(int(v) for v in s) for s in np.random.default_rng(6).integers(-12, 13, (4, 2))
+]
+SHIFTS += [(12, -12), (-12, 12)]
+
+
+def _trained(name: str):
+    """The estimator with its shipped weights (learned) or as is (classical)."""
+    flow = build_flow(name)
+    if flow.differentiable:
+        if not default_weights(name).is_file():
+            pytest.skip(f"no shipped weights for {name}")
+        flow = build_flow(name, weights="default")
+    return flow.eval()
+
+
+def _shifted_pair(img: torch.Tensor, dx: int, dy: int, h: int, w: int):
+    """Crops with ``cur(p) = ref(p + (dx, dy))``: the backward flow is (dx, dy)."""
+    y0, x0 = 40, 40
+    ref = img[:, y0 : y0 + h, x0 : x0 + w]
+    cur = img[:, y0 + dy : y0 + dy + h, x0 + dx : x0 + dx + w]
+    return cur, ref
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> torch.Tensor:
+    return skimage_image("astronaut")  # held out of flow training
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_output_shape_dtype_and_padding(name):
+    flow = build_flow(name).eval()
+    cur, ref = torch.rand(2, 3, 37, 53), torch.rand(2, 3, 37, 53)  # not /16
+    with torch.no_grad():
+        v = flow(cur, ref)
+    assert v.shape == (2, 2, 37, 53)
+    assert v.dtype == torch.float32 and torch.isfinite(v).all()
+    assert flow.registry_name == name and flow.output_stride >= 1
+    with pytest.raises(ValueError):
+        flow(cur, ref[:, :, :-1])
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_learned_flows_are_differentiable(name):
+    flow = build_flow(name)
+    cur = torch.rand(1, 3, 32, 32, requires_grad=True)
+    flow(cur, torch.rand(1, 3, 32, 32)).square().mean().backward()
+    assert cur.grad is not None
+    assert all(p.grad is not None for p in flow.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_units_are_input_pixels(name, astronaut):
+    """A 6 px shift reads 6 (not 6/stride) at any input size."""
+    flow = _trained(name)
+    for h, w in ((96, 128), (144, 176)):
+        cur, ref = _shifted_pair(astronaut, 6, -4, h, w)
+        with torch.no_grad():
+            v = flow(cur[None], ref[None])[0, :, 16:-16, 16:-16]
+        assert v[0].median() == pytest.approx(6, abs=0.5)
+        assert v[1].median() == pytest.approx(-4, abs=0.5)
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_zero_motion_on_identical_frames(name, astronaut):
+    flow = _trained(name)
+    x = astronaut[None, :, 100:196, 150:278]
+    with torch.no_grad():
+        v = flow(x, x.clone())
+    assert v.abs().mean() < 0.05
+
+
+def test_backward_warp_convention(astronaut):
+    """backward_warp(ref, flow) == cur for the flow of an integer shift."""
+    cur, ref = _shifted_pair(astronaut, 5, -3, 64, 80)
+    flow = torch.tensor([5.0, -3.0]).view(1, 2, 1, 1).expand(1, 2, 64, 80)
+    warped = backward_warp(ref[None], flow)[0]
+    inside = (slice(None), slice(3, None), slice(0, -5))  # p + flow inside ref
+    assert torch.allclose(warped[inside], cur[inside], atol=1e-5)
+    wrong = backward_warp(ref[None], -flow)[0]
+    assert (wrong[inside] - cur[inside]).abs().mean() > 0.02
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_direction_convention(name, astronaut):
+    """The estimated flow warps ref onto cur (not cur onto ref)."""
+    flow = _trained(name)
+    cur, ref = _shifted_pair(astronaut, 7, 3, 96, 128)
+    with torch.no_grad():
+        v = flow(cur[None], ref[None])
+    good = (backward_warp(ref[None], v) - cur[None])[..., 16:-16, 16:-16]
+    bad = (backward_warp(ref[None], -v) - cur[None])[..., 16:-16, 16:-16]
+    assert good.abs().mean() < 0.5 * bad.abs().mean()
+    assert good.abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("image", ["astronaut", "coffee"])
+def test_translation_recovery(name, image):
+    """Integer shifts up to 12 px: mean EPE away from the borders < 0.5 px."""
+    flow = _trained(name)
+    img = skimage_image(image)
+    pairs = [_shifted_pair(img, dx, dy, 160, 192) for dx, dy in SHIFTS]
+    cur = torch.stack([c for c, _ in pairs])
+    ref = torch.stack([r for _, r in pairs])
+    gt = torch.tensor(SHIFTS, dtype=torch.float32).view(-1, 2, 1, 1)
+    with torch.no_grad():
+        v = flow(cur, ref)
+    epe = (v - gt).norm(dim=1)[:, 16:-16, 16:-16].mean(dim=(1, 2))
+    assert epe.max() < 1.0, f"worst shift EPE {epe.max():.3f}"
+    assert epe.mean() < 0.5, f"mean EPE {epe.mean():.3f} px"
+
+
+def _load_rgb(path) -> torch.Tensor:
+    import cv2
+
+    img = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255
+
+
+@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("pair", ["rubberwhale", "basketball"])
+def test_warping_beats_zero_flow_on_middlebury(name, pair, shared_data):
+    """Real motion (test data only): the warp lowers the photometric error."""
+    flow = _trained(name)
+    root = shared_data / "eval" / "flow_pairs"
+    ref, cur = _load_rgb(root / f"{pair}1.png"), _load_rgb(root / f"{pair}2.png")
+    with torch.no_grad():
+        v = flow(cur, ref)
+    zero = (ref - cur).abs().mean()
+    warped = (backward_warp(ref, v) - cur).abs().mean()
+    assert warped < 0.8 * zero, f"warped {warped:.4f} vs zero-flow {zero:.4f}"
+
+
+def _naive_correlation(f1, f2, d):
+    b, c, h, w = f1.shape
+    out = torch.zeros(b, (2 * d + 1) ** 2, h, w, dtype=f1.dtype)
+    for k, (dy, dx) in enumerate(
+        (dy, dx) for dy in range(-d, d + 1) for dx in range(-d, d + 1)
+    ):
+        for y in range(h):
+            for x in range(w):
+                if 0 <= y + dy < h and 0 <= x + dx < w:
+                    out[:, k, y, x] = (f1[:, :, y, x] * f2[:, :, y + dy, x + dx]).mean(
+                        1
+                    )
+    return out
+
+
+def test_correlation_matches_definition():
+    f1, f2 = torch.randn(2, 4, 5, 6), torch.randn(2, 4, 5, 6)
+    out = correlation(f1, f2, 2, backend="torch")
+    assert out.shape == (2, 25, 5, 6)
+    assert torch.allclose(out, _naive_correlation(f1, f2, 2), atol=1e-6)
+    # Shift f2 by (dx, dy) = (1, -1): the peak sits at that displacement.
+    f2s = torch.roll(f1, shifts=(1, 1), dims=(2, 3))  # f2(p) = f1(p - (1, 1))
+    peak = correlation(f1, f2s, 2, backend="torch")[:, :, 2:-2, 2:-2].mean((0, 2, 3))
+    assert int(peak.argmax()) == (1 + 2) * 5 + (1 + 2)
+
+
+def test_correlation_gradcheck():
+    f1 = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    f2 = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: correlation(a, b, 1), (f1, f2))
+
+
+def test_correlation_rejects_bad_input():
+    with pytest.raises(ValueError):
+        correlation(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 5), 1)
+    with pytest.raises(ValueError):
+        correlation(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), 1, "cudnn")
+
+
+@pytest.mark.skipif(
+    not extension_available(), reason="spatial_correlation_sampler absent"
+)
+def test_correlation_extension_matches_torch():
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    f1 = torch.randn(2, 8, 12, 14, device=dev)
+    f2 = torch.randn(2, 8, 12, 14, device=dev)
+    a = correlation(f1, f2, 3, backend="torch")
+    b = correlation(f1, f2, 3, backend="extension")
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["translation", "affine", "piecewise"])
+def test_synthetic_ground_truth_is_exact(kind, astronaut):
+    gen = SyntheticFlow([astronaut], size=(64, 80), photometric=False)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        cur, ref, flow = gen.sample(rng, kind)
+        assert cur.shape == ref.shape == (3, 64, 80) and flow.shape == (2, 64, 80)
+        warped = backward_warp(ref[None], flow[None])[0]
+        ys, xs = torch.meshgrid(torch.arange(64), torch.arange(80), indexing="ij")
+        px, py = xs + flow[0], ys + flow[1]
+        inside = (px >= 0) & (px <= 79) & (py >= 0) & (py <= 63)
+        err = (warped - cur).abs().mean(0)[inside]
+        if kind == "piecewise":  # exact except where a layer is occluded
+            assert (err < 0.02).float().mean() > 0.5 and err.median() < 0.01
+        else:
+            assert err.mean() < 0.01
+
+
+def test_train_script_runs_and_resumes(tmp_path):
+    from flows.train import main
+
+    out = tmp_path / "spynet.pth"
+    common = ["--flow", "spynet", "--out", str(out), "--crop", "32", "--batch", "2"]
+    common += ["--data", str(tmp_path / "none"), "--log-every", "1", "--heldout", "2"]
+    main([*common, "--steps", "2"])
+    main([*common, "--steps", "3"])
+    rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    blob = torch.load(out, weights_only=True)
+    assert blob["config"]["step"] == 3
+    assert "heldout_epe_px" in out.with_suffix(".yaml").read_text()
+    build_flow("spynet", weights=out)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_shipped_weights_are_small_and_documented(name):
+    path = default_weights(name)
+    if not path.is_file():
+        pytest.skip(f"no shipped weights for {name}")
+    assert path.stat().st_size < 3 * 2**20
+    assert path.with_suffix(".yaml").is_file() and path.with_suffix(".csv").is_file()
