@@ -109,3 +109,32 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
         if not isinstance(blob.get(key), dict):
             raise InputError(f"{path} has no {key}")
     return blob
+
+
+def export_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    dtype: str = "float16",
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write the model of a (training) checkpoint for shipping.
+
+    Drops the training state (optimizer, RNG, step) and stores floating-point
+    weights as ``dtype``: float16 halves the file, and since encoder and decoder
+    both load the same rounded weights (as float32) and rebuild their entropy
+    tables from them, files stay bit-exact between them. The fingerprint changes,
+    so files of the unexported checkpoint are refused by the exported one.
+
+    Raises:
+        InputError: an unreadable source or an unknown ``dtype``.
+    """
+    if dtype not in ("float16", "bfloat16", "float32"):
+        raise InputError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
+    blob = load_checkpoint(src)
+    target = getattr(torch, dtype)
+    state = {
+        k: v.to(target) if v.is_floating_point() else v
+        for k, v in blob["state_dict"].items()
+    }
+    info = {**blob.get("meta", {}), **(meta or {}), "stored_dtype": dtype}
+    return save_checkpoint(dst, blob["kind"], blob["config"], state, info)

@@ -25,6 +25,8 @@ VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "eval": ("dvc_ext.tasks.evaluate:evaluate", (),
              "evaluate on UVG / HEVC / Kodak against x264 / x265"),
     "demo": ("dvc_ext.tasks.demo:demo", (), "round-trip the built-in demo clip"),
+    "export": ("dvc_ext.tasks.export:export", ("input", "output"),
+               "a training checkpoint to a small model file (no optimizer state)"),
 }
 
 USAGE = """usage: dvc-ext VERB [ARGS ...] [key=value ...]

@@ -204,3 +204,20 @@ def test_golden_bytes(tmp_path):
 
 # Measured with torch 2.14.1 (CPU); format version 1.
 GOLDEN_DIGEST = "e295b3a9b6e2c99cdbbd53c6d9c11d393247286e0c1e64660ea34b71331c3362"
+
+
+def test_exported_checkpoint_is_smaller_and_codes_bit_exact(tmp_path, clip, ckpt):
+    exported = tmp_path / "exported.pth"
+    assert main(["export", str(ckpt), str(exported)]) == 0
+    assert exported.stat().st_size < 0.6 * ckpt.stat().st_size
+    blob = torch.load(exported, weights_only=True)
+    assert {v.dtype for v in blob["state_dict"].values() if v.is_floating_point()} == {
+        torch.float16
+    }
+    frames = [f.rgb for f in open_video(clip).frames()][:3]
+    enc = list(load_video_model(exported).model.encode(iter(frames), 1, intra_period=0))
+    dec_model = load_video_model(exported, for_decoding=True).model
+    for (_, x_hat, _), y in zip(enc, dec_model.decode((c for c, _, _ in enc), H, W)):
+        assert torch.equal(x_hat, y)
+    assert main(["export", str(tmp_path / "missing.pth"), str(tmp_path / "x.pth")]) == 1
+    assert not (tmp_path / "x.pth").exists()
