@@ -1,18 +1,26 @@
-"""Real file bytes vs the model's own rate estimate, and coding time, on Kodak.
+"""Real file bytes vs the model's own rate estimate, quality and coding time, on Kodak.
 
-For each baseline codec: train it briefly on ../shared/data/train (or load a
-checkpoint), then for every Kodak image compress to a payload file, decode it
-back, and record real bytes, estimated bits (sum of -log2 likelihoods), encode
-and decode time. Writes JSON.
+For each codec: load a trained image checkpoint (``--checkpoint NAME=PATH``,
+from ``dvc-ext train experiment=image``; every rate point of it is measured),
+or train a baseline briefly on ../shared/data/train; then for every Kodak
+image compress to a payload file, decode it back, and record real bytes,
+estimated bits (sum of -log2 likelihoods), PSNR, MS-SSIM, encode and decode
+time. With checkpoints, BD-rates against ``--reference`` close the table.
+Writes JSON.
 
     python benchmarks/entropy_overhead.py --kodak ../shared/data/eval/kodak \
         --train ../shared/data/train --steps 300 --out benchmarks/results/entropy_overhead.json
+    python benchmarks/entropy_overhead.py --kodak ../shared/data/eval/kodak \
+        --checkpoint edic=runs/edic/checkpoints/last.pth \
+        --checkpoint mbt2018-mean=runs/mean/checkpoints/last.pth \
+        --reference mbt2018-mean --out benchmarks/results/image_codecs.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -58,7 +66,7 @@ def _brief_training(model, images, steps: int, seed: int = 0) -> None:
         xb = torch.cat(batch)
         out = model(xb)
         bpp = model.rate_bits(out["likelihoods"]) / 128**2
-        loss = (0.013 * 255**2 * F.mse_loss(out["x_hat"], xb) + bpp.mean())
+        loss = 0.013 * 255**2 * F.mse_loss(out["x_hat"], xb) + bpp.mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -69,76 +77,161 @@ def _brief_training(model, images, steps: int, seed: int = 0) -> None:
     model.update(force=True)
 
 
+def _measure(model, kodak: list[Path], quality) -> dict:
+    """One codec at one rate point over the Kodak images."""
+    from dvc_ext.evaluation.metrics import ms_ssim, psnr
+
+    rows = []
+    for path in kodak:
+        x = _load(path)
+        xp, pads = pad_to_multiple(x, model.downsampling_factor)
+        with torch.no_grad(), fixed_threads(1):
+            est_bits = model.rate_bits(model(xp, quality=quality)["likelihoods"]).item()
+            t = time.perf_counter()
+            data = pack_compressed(model.compress(xp, quality=quality))
+            t_enc = time.perf_counter() - t
+            with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+                f.write(data)
+                f.flush()
+                blob = Path(f.name).read_bytes()
+            t = time.perf_counter()
+            strings, shape = unpack_compressed(blob)
+            x_hat = model.decompress(strings, shape, quality=quality)["x_hat"]
+            x_hat = unpad(x_hat, pads).clamp(0, 1)
+            t_dec = time.perf_counter() - t
+        rows.append(
+            {
+                "image": path.name,
+                "file_bytes": len(blob),
+                "estimated_bytes": est_bits / 8,
+                "overhead": len(blob) / (est_bits / 8) - 1,
+                "bpp": len(blob) * 8 / (x.shape[-1] * x.shape[-2]),
+                "psnr": psnr(x_hat, x),
+                "ms_ssim": ms_ssim(x_hat, x),
+                "encode_s": t_enc,
+                "decode_s": t_dec,
+            }
+        )
+    return {
+        "quality": quality,
+        "mean_overhead": statistics.mean(r["overhead"] for r in rows),
+        "max_abs_overhead": max(abs(r["overhead"]) for r in rows),
+        "mean_bpp": statistics.mean(r["bpp"] for r in rows),
+        "mean_psnr": statistics.mean(r["psnr"] for r in rows),
+        "mean_ms_ssim": statistics.mean(r["ms_ssim"] for r in rows),
+        "median_encode_s": statistics.median(r["encode_s"] for r in rows),
+        "median_decode_s": statistics.median(r["decode_s"] for r in rows),
+        "images": rows,
+    }
+
+
+def _from_checkpoint(path: Path):
+    from dvc_ext.checkpoint import load_checkpoint
+    from dvc_ext.training.model import load_weights
+
+    blob = load_checkpoint(path, "image")
+    model = build_codec(**blob["config"])
+    load_weights(model, blob["state_dict"])
+    steps = (blob.get("meta") or {}).get("step")
+    return model.eval(), {"checkpoint": str(path), "steps": steps}
+
+
+def _bd_table(codecs: dict, reference: str) -> dict:
+    from dvc_ext.evaluation.bdrate import bd_rate
+
+    ref = codecs[reference]["points"]
+    out = {}
+    for name, c in codecs.items():
+        if name == reference:
+            continue
+        pts = c["points"]
+        out[name] = {
+            f"bd_rate_{m}": bd_rate(
+                [p["mean_bpp"] for p in ref],
+                [p[f"mean_{m}"] for p in ref],
+                [p["mean_bpp"] for p in pts],
+                [p[f"mean_{m}"] for p in pts],
+                label=f"{name} vs {reference} ({m})",
+            )  # fmt: skip
+            for m in ("psnr", "ms_ssim")
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kodak", type=Path, required=True)
-    ap.add_argument("--train", type=Path, required=True)
+    ap.add_argument("--train", type=Path, help="data for the brief training")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--N", type=int, default=64)
     ap.add_argument("--M", type=int, default=96)
     ap.add_argument("--images", type=int, default=24, help="first n Kodak images")
     ap.add_argument("--codecs", nargs="*", default=list(BASELINES))
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/entropy_overhead.json"))
+    ap.add_argument(
+        "--checkpoint", action="append", default=[], metavar="NAME=PATH",
+        help="a trained image checkpoint (repeatable); replaces --codecs",
+    )  # fmt: skip
+    ap.add_argument("--reference", help="BD-rates against this checkpoint's NAME")
+    ap.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/entropy_overhead.json")
+    )
     args = ap.parse_args()
-
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     kodak = sorted(args.kodak.glob("kodim*.png"))[: args.images]
-    train = _train_images(args.train)
+    if not kodak:
+        ap.error(f"no kodim*.png in {args.kodak}")
+    jobs = [tuple(c.split("=", 1)) for c in args.checkpoint]
+    if any(len(j) != 2 for j in jobs):
+        ap.error("--checkpoint takes NAME=PATH")
+    if not jobs and args.train is None:
+        ap.error("give --train (brief training) or --checkpoint NAME=PATH")
+    train = _train_images(args.train) if not jobs else []
     results = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"{platform.processor() or 'cpu'}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or 'cpu'}; coding under 1 torch thread",
         "torch": torch.__version__,
-        "setup": f"N={args.N}, M={args.M}, trained {args.steps} steps on "
-        f"{args.train} (lambda 0.013, 128x128 crops, batch 8); coding under 1 thread",
+        "images": len(kodak),
+        "setup": (
+            "trained checkpoints, every rate point"
+            if jobs
+            else f"N={args.N}, M={args.M}, trained {args.steps} steps on {args.train} "
+            f"(lambda 0.013, 128x128 crops, batch 8)"
+        ),
         "codecs": {},
     }
-    for name in args.codecs:
-        model = build_codec(name, in_channels=3, N=args.N, M=args.M)
+    for name, path in jobs or [(c, None) for c in args.codecs]:
         t0 = time.time()
-        _brief_training(model, train, args.steps)
-        rows = []
-        for path in kodak:
-            x = _load(path)
-            xp, pads = pad_to_multiple(x, model.downsampling_factor)
-            with torch.no_grad(), fixed_threads(1):
-                est_bits = model.rate_bits(model(xp)["likelihoods"]).item()
-                t = time.perf_counter()
-                data = pack_compressed(model.compress(xp))
-                t_enc = time.perf_counter() - t
-                with tempfile.NamedTemporaryFile(suffix=".bin") as f:
-                    f.write(data)
-                    f.flush()
-                    blob = Path(f.name).read_bytes()
-                t = time.perf_counter()
-                strings, shape = unpack_compressed(blob)
-                x_hat = unpad(model.decompress(strings, shape)["x_hat"], pads)
-                t_dec = time.perf_counter() - t
-            mse = F.mse_loss(x_hat.clamp(0, 1), x).item()
-            rows.append(
-                {
-                    "image": path.name,
-                    "file_bytes": len(blob),
-                    "estimated_bytes": est_bits / 8,
-                    "overhead": len(blob) / (est_bits / 8) - 1,
-                    "bpp": len(blob) * 8 / (x.shape[-1] * x.shape[-2]),
-                    "psnr": 10 * np.log10(1 / mse),
-                    "encode_s": t_enc,
-                    "decode_s": t_dec,
-                }
-            )
+        if path is None:
+            model = build_codec(name, in_channels=3, N=args.N, M=args.M)
+            _brief_training(model, train, args.steps)
+            info: dict = {"steps": args.steps}
+        else:
+            model, info = _from_checkpoint(Path(path))
+        qualities = (
+            list(range(model.num_qualities)) if model.num_qualities > 1 else [None]
+        )
+        points = [_measure(model, kodak, q) for q in qualities]
         results["codecs"][name] = {
-            "train_s": time.time() - t0,
-            "mean_overhead": statistics.mean(r["overhead"] for r in rows),
-            "max_abs_overhead": max(abs(r["overhead"]) for r in rows),
-            "mean_bpp": statistics.mean(r["bpp"] for r in rows),
-            "mean_psnr": statistics.mean(r["psnr"] for r in rows),
-            "median_encode_s": statistics.median(r["encode_s"] for r in rows),
-            "median_decode_s": statistics.median(r["decode_s"] for r in rows),
-            "images": rows,
+            **info,
+            "codec": model.registry_name,
+            "config": model.build_kwargs,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "seconds": time.time() - t0,
+            "points": points,
         }
-        print(name, {k: v for k, v in results["codecs"][name].items() if k != "images"})
+        for p in points:
+            print(name, {k: v for k, v in p.items() if k != "images"}, flush=True)
+    if args.reference:
+        if args.reference not in results["codecs"]:
+            ap.error(f"--reference {args.reference} is not one of the codecs")
+        results["reference"] = args.reference
+        results["bd"] = _bd_table(results["codecs"], args.reference)
+        print("BD vs", args.reference, results["bd"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(args.out)
     print(f"wrote {args.out}")
 
 

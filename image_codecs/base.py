@@ -33,14 +33,16 @@ codec from ``tiny_config``.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 from compressai.models import CompressionModel
 
-from dvc_common import BitstreamError, Registry
+from dvc_common import BitstreamError, Registry, fixed_threads
 
 _CODECS: Registry[type[ImageCodec]] = Registry("image codec")
 
@@ -113,6 +115,17 @@ class ImageCodec(CompressionModel):
     #: Set by :func:`build_codec`: the keyword arguments it was built with.
     build_kwargs: dict[str, Any] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A decoded file must not depend on the decoder's thread count: CPU
+        # kernels split work by thread and round their tails differently, so
+        # every codec's compress/decompress runs whole (entropy parameters and
+        # synthesis) under the one coding thread count.
+        super().__init_subclass__(**kwargs)
+        for name in ("compress", "decompress"):
+            fn = cls.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_fixed_threads", False):
+                setattr(cls, name, _under_fixed_threads(fn))
+
     def __init__(self, in_channels: int = 3, M: int = 192, num_qualities: int = 1):
         super().__init__()
         if in_channels < 1:
@@ -184,6 +197,16 @@ class ImageCodec(CompressionModel):
         for lik in likelihoods.values():
             total = total + (-torch.log2(lik)).flatten(1).sum(dim=1)
         return total
+
+
+def _under_fixed_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with fixed_threads():
+            return fn(*args, **kwargs)
+
+    wrapper._fixed_threads = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def expect_streams(strings: Any, n: int) -> list[list[bytes]]:

@@ -28,6 +28,11 @@ def _find_shared_data() -> Path | None:
 
 SHARED_DATA = _find_shared_data()
 
+# One intra-op thread: on a shared 2-core machine two threads made some model
+# tests 30x slower (measured), and the suite's numbers must not depend on load.
+# Tests of thread-count independence set their own counts.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from dvc_common import InputError, ModelMismatchError
 from dvc_ext.checkpoint import load_checkpoint
 from dvc_ext.cli import compose, main
 from dvc_ext.tasks.train import train
+from dvc_ext.training.distributed import init_distributed
+from dvc_ext.training.loop import Trainer
 from dvc_ext.training.model import build_video, load_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,6 +150,17 @@ def test_intra_from_an_image_checkpoint(shared_data, tmp_path):
         ]
         == (load_checkpoint(image_ckpt)["config"]["name"])
     )
+    # The same image checkpoint can seed the residual codec (checked on the
+    # model as built, before any step changes it).
+    root = shared_data / "train" / "vimeo_septuplet"
+    cfg = compose("train", ["debug=tiny", f"dataset.root={root}",
+                            f"run_dir={tmp_path / 'vid2'}", "experiment=joint",
+                            f"init.residual={image_ckpt}"])  # fmt: skip
+    trainer = Trainer(
+        OmegaConf.to_container(cfg, resolve=True), init_distributed("cpu")
+    )
+    residual = trainer.model.pframe.residual_codec.state_dict()
+    assert all(torch.equal(residual[k], v) for k, v in image.items())
 
 
 def test_clear_errors(shared_data, tmp_path, capsys):

@@ -202,25 +202,36 @@ class Trainer:
             if src is not None:
                 load_weights(model, src["state_dict"])
             return model
-        intra_blob = None
-        if src is None and init.get("intra"):
-            intra_blob = load_checkpoint(init["intra"], "image")
-            ic = dict(intra_blob["config"])
+        # init.intra / init.residual: an RGB image checkpoint seeds the intra or the
+        # residual codec (its config replaces that codec's), so a video run can
+        # start its codecs from a model already trained on still images.
+        seeds = []
+        for key in ("intra", "residual"):
+            if src is not None or not init.get(key):
+                continue
+            blob = load_checkpoint(init[key], "image")
+            ic = dict(blob["config"])
             if int(ic.get("num_qualities", 1)) != int(config["num_qualities"]):
                 raise ModelMismatchError(
-                    f"init.intra has {ic.get('num_qualities', 1)} rate points, the "
+                    f"init.{key} has {ic.get('num_qualities', 1)} rate points, the "
                     f"video model {config['num_qualities']}"
                 )
             if int(ic.get("in_channels", 3)) != 3:
-                raise ModelMismatchError("init.intra is not an RGB image codec")
-            config["intra_codec"] = {
+                raise ModelMismatchError(f"init.{key} is not an RGB image codec")
+            spec = {
                 k: v for k, v in ic.items() if k not in ("in_channels", "num_qualities")
             }
+            if key == "intra":
+                config["intra_codec"] = spec
+            else:
+                config["pframe"] = {**config["pframe"], "residual_codec": spec}
+            seeds.append((key, blob))
         model = build_video(config)
         if src is not None:
             load_weights(model, src["state_dict"])
-        if intra_blob is not None:
-            load_weights(model.intra, intra_blob["state_dict"])
+        for key, blob in seeds:
+            part = model.intra if key == "intra" else model.pframe.residual_codec
+            load_weights(part, blob["state_dict"])
         return model
 
     def _build_data(self) -> None:
