@@ -67,14 +67,16 @@ def _ours(frames: list[torch.Tensor], checkpoint: str) -> dict:
 
 
 def _ssf(frames: list[torch.Tensor]) -> dict:
-    from compressai.models import ScaleSpaceFlow
+    from compressai.models.video import ScaleSpaceFlow
 
     from dvc_common import pad_to_multiple
+    from dvc_ext.evaluation.runner import SSFContender
 
     torch.manual_seed(0)
     model = ScaleSpaceFlow().eval()
     model.update(force=True)
-    xs = [pad_to_multiple(f[None], 64)[0] for f in frames]
+    # the same padding as the evaluation's ssf2020 anchor (16 x 8 downsampling)
+    xs = [pad_to_multiple(f[None], SSFContender.MULTIPLE)[0] for f in frames]
     with torch.no_grad():
         t = time.perf_counter()
         strings, shapes = model.compress(xs)
@@ -146,7 +148,9 @@ def main() -> None:
                 "--checkpoint",
                 a.checkpoint,
             ]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"{codec} at {size} failed:\n{out.stderr[-2000:]}")
             row = json.loads(out.stdout.strip().splitlines()[-1])
             print(
                 f"{codec:8s} {size:>10s}: encode {row['encode_fps']:.3f} fps, decode "

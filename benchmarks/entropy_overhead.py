@@ -173,6 +173,10 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--reference", help="BD-rates against this checkpoint's NAME")
     ap.add_argument(
+        "--merge", type=Path, action="append", default=[],
+        help="an earlier JSON of this script whose codecs join the table",
+    )  # fmt: skip
+    ap.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/entropy_overhead.json")
     )
     args = ap.parse_args()
@@ -222,6 +226,9 @@ def main() -> None:
         }
         for p in points:
             print(name, {k: v for k, v in p.items() if k != "images"}, flush=True)
+    for earlier in args.merge:
+        for name, c in json.loads(earlier.read_text())["codecs"].items():
+            results["codecs"].setdefault(name, {**c, "from": str(earlier)})
     if args.reference:
         if args.reference not in results["codecs"]:
             ap.error(f"--reference {args.reference} is not one of the codecs")

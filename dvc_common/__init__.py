@@ -10,12 +10,14 @@ from .errors import (
     ModelMismatchError,
     RegistryError,
 )
+from .files import atomic_tempfile
 from .padding import pad_amounts, pad_to_multiple, unpad
 from .registry import Registry
 from .threads import fixed_threads
 from .varint import decode_varint, encode_varint
 
 __all__ = [
+    "atomic_tempfile",
     "BitstreamError",
     "DvcExtError",
     "InputError",

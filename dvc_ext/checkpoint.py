@@ -15,14 +15,13 @@ user's current settings, so a file decodes with the model that wrote it.
 from __future__ import annotations
 
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dvc_common import InputError
+from dvc_common import InputError, atomic_tempfile
 
 FORMAT = "dvc-ext"
 VERSION = 1
@@ -66,7 +65,7 @@ def save_checkpoint(
     }
     if extra:
         blob["extra"] = extra
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = atomic_tempfile(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(blob, f)
@@ -104,7 +103,9 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
             f"up to {VERSION}: upgrade dvc-ext"
         )
     if kind is not None and blob.get("kind") != kind:
-        raise InputError(f"{path} holds a {blob.get('kind')!r} model, expected {kind!r}")
+        raise InputError(
+            f"{path} holds a {blob.get('kind')!r} model, expected {kind!r}"
+        )
     for key in ("config", "state_dict"):
         if not isinstance(blob.get(key), dict):
             raise InputError(f"{path} has no {key}")

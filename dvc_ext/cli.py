@@ -17,16 +17,28 @@ from dvc_common import DvcExtError
 
 # verb -> (module:function of the task, names of the positional arguments)
 VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "compress": ("dvc_ext.tasks.codec:compress", ("input", "output"),
-                 "compress a video to a .dvc file"),
-    "decompress": ("dvc_ext.tasks.codec:decompress", ("input", "output"),
-                   "decode a .dvc file to frames (.yuv, .y4m, .mp4 or a folder)"),
+    "compress": (
+        "dvc_ext.tasks.codec:compress",
+        ("input", "output"),
+        "compress a video to a .dvc file",
+    ),
+    "decompress": (
+        "dvc_ext.tasks.codec:decompress",
+        ("input", "output"),
+        "decode a .dvc file to frames (.yuv, .y4m, .mp4 or a folder)",
+    ),
     "train": ("dvc_ext.tasks.train:train", (), "train a P-frame or image codec"),
-    "eval": ("dvc_ext.tasks.evaluate:evaluate", (),
-             "evaluate on UVG / HEVC / Kodak against x264 / x265"),
+    "eval": (
+        "dvc_ext.tasks.evaluate:evaluate",
+        (),
+        "evaluate on UVG / HEVC / Kodak against x264 / x265",
+    ),
     "demo": ("dvc_ext.tasks.demo:demo", (), "round-trip the built-in demo clip"),
-    "export": ("dvc_ext.tasks.export:export", ("input", "output"),
-               "a training checkpoint to a small model file (no optimizer state)"),
+    "export": (
+        "dvc_ext.tasks.export:export",
+        ("input", "output"),
+        "a training checkpoint to a small model file (no optimizer state)",
+    ),
 }
 
 USAGE = """usage: dvc-ext VERB [ARGS ...] [key=value ...]

@@ -11,7 +11,10 @@ class _ResBlock(nn.Module):
     def __init__(self, ch: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1)
+            nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +55,9 @@ class MotionCompensationNet(nn.Module):
         self.enc0, self.enc1, self.enc2 = _ResBlock(c), _ResBlock(c), _ResBlock(c)
         self.mid = _ResBlock(c)
         self.dec1, self.dec0 = _ResBlock(c), _ResBlock(c)
-        self.tail = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, 3, 3, padding=1))
+        self.tail = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, 3, 3, padding=1)
+        )
         # Zero-initialised output layer: the untrained net returns the warp.
         nn.init.zeros_(self.tail[-1].weight)
         nn.init.zeros_(self.tail[-1].bias)

@@ -166,4 +166,6 @@ class PFrameCodec(nn.Module):
 def _build(spec: dict[str, Any], in_channels: int, num_qualities: int):
     spec = dict(spec)
     name = spec.pop("name")
-    return build_codec(name, in_channels=in_channels, num_qualities=num_qualities, **spec)
+    return build_codec(
+        name, in_channels=in_channels, num_qualities=num_qualities, **spec
+    )

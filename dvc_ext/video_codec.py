@@ -96,7 +96,9 @@ class VideoCodec(nn.Module):
     # -- coding -------------------------------------------------------------------
     def _check_quality(self, quality: int) -> int | None:
         if not 0 <= quality < self.num_qualities:
-            raise ValueError(f"quality must be in 0..{self.num_qualities - 1}, got {quality}")
+            raise ValueError(
+                f"quality must be in 0..{self.num_qualities - 1}, got {quality}"
+            )
         return quality if self.num_qualities > 1 else None
 
     @torch.no_grad()
@@ -153,7 +155,10 @@ class VideoCodec(nn.Module):
                 ref = self.pframe.decompress(motion, residual, ref, quality=q)
             else:
                 raise BitstreamError(f"frame {k} has unknown type {cf.frame_type}")
-            if ref.shape[-2:] != (height + pads[2] + pads[3], width + pads[0] + pads[1]):
+            if ref.shape[-2:] != (
+                height + pads[2] + pads[3],
+                width + pads[0] + pads[1],
+            ):
                 raise BitstreamError(f"frame {k} decodes to the wrong size")
             yield unpad(ref.to(device), pads)[0]
 

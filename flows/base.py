@@ -46,7 +46,9 @@ def default_weights(name: str) -> Path:
     return Path(str(resources.files("flows") / "weights" / f"{name}.pth"))
 
 
-def build_flow(name: str, weights: str | Path | None = None, **kwargs: Any) -> FlowEstimator:
+def build_flow(
+    name: str, weights: str | Path | None = None, **kwargs: Any
+) -> FlowEstimator:
     """Build the flow registered as ``name``.
 
     Args:

@@ -33,7 +33,9 @@ class DISFlow(FlowEstimator):
     def __init__(self, preset: str = "medium") -> None:
         super().__init__()
         if preset not in PRESETS:
-            raise ValueError(f"unknown DIS preset {preset!r}; choices: {sorted(PRESETS)}")
+            raise ValueError(
+                f"unknown DIS preset {preset!r}; choices: {sorted(PRESETS)}"
+            )
         self.preset = preset
 
     @staticmethod

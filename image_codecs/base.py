@@ -35,12 +35,19 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
-from compressai.models import CompressionModel
+
+with warnings.catch_warnings():
+    # compressai.models imports torch_geometric, whose import calls the
+    # deprecated torch.jit.script: a warning every command would print, about
+    # code we never run.
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    from compressai.models import CompressionModel
 
 from dvc_common import BitstreamError, Registry, fixed_threads
 

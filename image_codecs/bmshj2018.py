@@ -85,7 +85,9 @@ class ScaleHyperprior(ImageCodec):
     def update(self, scale_table=None, force: bool = False, update_quantiles=False):
         if scale_table is None:
             scale_table = get_scale_table()
-        return super().update(scale_table, force=force, update_quantiles=update_quantiles)
+        return super().update(
+            scale_table, force=force, update_quantiles=update_quantiles
+        )
 
     def forward(self, x: torch.Tensor, quality: QualityArg = None) -> dict[str, Any]:
         y = self.scale_latent(self.g_a(x), quality)

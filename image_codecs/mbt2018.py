@@ -50,9 +50,7 @@ class JointAutoregressiveHierarchicalPriors(MeanScaleHyperprior):
     def __init__(
         self, in_channels: int = 3, N: int = 192, M: int = 192, num_qualities: int = 1
     ) -> None:
-        super().__init__(
-            in_channels=in_channels, N=N, M=M, num_qualities=num_qualities
-        )
+        super().__init__(in_channels=in_channels, N=N, M=M, num_qualities=num_qualities)
         self.context_prediction = MaskedConv2d(
             M, 2 * M, kernel_size=self.KERNEL, padding=self.KERNEL // 2, stride=1
         )
@@ -90,7 +88,9 @@ class JointAutoregressiveHierarchicalPriors(MeanScaleHyperprior):
         crop = y_pad[:, :, h : h + k, w : w + k]
         mcp = self.context_prediction
         phi = F.conv2d(crop, mcp.weight * mcp.mask, mcp.bias)
-        p = self.entropy_parameters(torch.cat([psi[:, :, h : h + 1, w : w + 1], phi], 1))
+        p = self.entropy_parameters(
+            torch.cat([psi[:, :, h : h + 1, w : w + 1], phi], 1)
+        )
         scales, means = p[:, :, 0, 0].chunk(2, 1)
         return scales, means
 

@@ -24,10 +24,14 @@ def smooth_flow(size: int = 256) -> torch.Tensor:
     yy, xx = torch.meshgrid(
         torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij"
     )
-    return torch.stack([3 * torch.sin(2 * xx) + 2 * yy, 2 * torch.cos(3 * yy) - xx])[None]
+    return torch.stack([3 * torch.sin(2 * xx) + 2 * yy, 2 * torch.cos(3 * yy) - xx])[
+        None
+    ]
 
 
-def random_crops(x: torch.Tensor, n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+def random_crops(
+    x: torch.Tensor, n: int, size: int, gen: torch.Generator
+) -> torch.Tensor:
     """``n`` random ``size`` x ``size`` crops of a 1 x C x H x W tensor."""
     h, w = x.shape[-2:]
     ys = torch.randint(0, h - size + 1, (n,), generator=gen).tolist()
@@ -52,7 +56,9 @@ def quick_train(
     ``LAMBDAS``. The aux (quantile) loss gets its own optimizer, as CompressAI does.
     """
     gen = torch.Generator().manual_seed(seed)
-    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    net_params = [
+        p for n, p in model.named_parameters() if not n.endswith(".quantiles")
+    ]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(net_params, lr=lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-2) if aux_params else None
@@ -62,7 +68,9 @@ def quick_train(
         x = random_crops(data, batch, crop, gen)
         if Q > 1:
             q = torch.randint(0, Q, (batch,), generator=gen)
-            lam = torch.tensor(LAMBDAS)[torch.linspace(0, len(LAMBDAS) - 1, Q).long()][q]
+            lam = torch.tensor(LAMBDAS)[torch.linspace(0, len(LAMBDAS) - 1, Q).long()][
+                q
+            ]
         else:
             q = None
             lam = torch.full((batch,), LAMBDAS[2] if lmbda is None else lmbda)

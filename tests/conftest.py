@@ -19,7 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 def _find_shared_data() -> Path | None:
     env = os.environ.get("DVC_EXT_SHARED_DATA")
     candidates = [Path(env)] if env else []
-    candidates += [REPO.parent / "shared" / "data", REPO.parent.parent / "shared" / "data"]
+    candidates += [
+        REPO.parent / "shared" / "data",
+        REPO.parent.parent / "shared" / "data",
+    ]
     for c in candidates:
         if c.is_dir() and (c / "README.md").exists():
             return c

@@ -68,12 +68,22 @@ def ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def coded(clip, ckpt, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("coded") / "clip.dvc"
-    rc = main(["compress", str(clip), str(out), f"checkpoint={ckpt}", "intra_period=3",
-               "quality=1", "progress=false"])
+    rc = main(
+        [
+            "compress",
+            str(clip),
+            str(out),
+            f"checkpoint={ckpt}",
+            "intra_period=3",
+            "quality=1",
+            "progress=false",
+        ]
+    )
     assert rc == 0
     loaded = load_video_model(ckpt)
-    summary = compress_file(clip, out.with_suffix(".again.dvc"), loaded, quality=1,
-                            intra_period=3)
+    summary = compress_file(
+        clip, out.with_suffix(".again.dvc"), loaded, quality=1, intra_period=3
+    )
     return out, summary
 
 
@@ -88,7 +98,10 @@ def test_round_trip_through_cli(coded, ckpt, tmp_path):
     assert summary["counts"]["total"] == out.stat().st_size
     assert summary["frames"] == N_FRAMES
     dec = tmp_path / "decoded.mp4"
-    assert main(["decompress", str(out), str(dec), f"checkpoint={ckpt}", "progress=false"]) == 0
+    assert (
+        main(["decompress", str(out), str(dec), f"checkpoint={ckpt}", "progress=false"])
+        == 0
+    )
     frames = _frames(dec)
     assert len(frames) == N_FRAMES and frames[0].shape == (3, H, W)
 
@@ -115,8 +128,19 @@ def test_decoding_in_other_process_with_other_threads(coded, ckpt, tmp_path):
     )
     for threads in (1, 2):
         there = tmp_path / f"there{threads}_frames"
-        subprocess.run([sys.executable, "-c", script, str(out), str(there), str(ckpt),
-                        str(threads)], check=True, timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                str(out),
+                str(there),
+                str(ckpt),
+                str(threads),
+            ],
+            check=True,
+            timeout=300,
+        )
         for a, b in zip(sorted(here.iterdir()), sorted(there.iterdir())):
             assert a.read_bytes() == b.read_bytes()
 
@@ -124,16 +148,24 @@ def test_decoding_in_other_process_with_other_threads(coded, ckpt, tmp_path):
 def test_other_encoder_flow_still_decodes(clip, ckpt, tmp_path):
     """The fingerprint covers the decoder only: another flow at the encoder is fine."""
     out = tmp_path / "other_flow.dvc"
-    compress_file(clip, out, load_video_model(ckpt, flow={"name": "dis", "preset": "fast"}),
-                  intra_period=0)
-    decompress_file(out, tmp_path / "dec.y4m", load_video_model(ckpt, for_decoding=True))
+    compress_file(
+        clip,
+        out,
+        load_video_model(ckpt, flow={"name": "dis", "preset": "fast"}),
+        intra_period=0,
+    )
+    decompress_file(
+        out, tmp_path / "dec.y4m", load_video_model(ckpt, for_decoding=True)
+    )
 
 
 def test_model_mismatch_is_refused(coded, tmp_path):
     out, _ = coded
     other = make_checkpoint(tmp_path / "other.pth", seed=1)
     with pytest.raises(ModelMismatchError, match="fingerprint"):
-        decompress_file(out, tmp_path / "x.y4m", load_video_model(other, for_decoding=True))
+        decompress_file(
+            out, tmp_path / "x.y4m", load_video_model(other, for_decoding=True)
+        )
     assert not (tmp_path / "x.y4m").exists()
     rc = main(["decompress", str(out), str(tmp_path / "y.y4m"), f"checkpoint={other}"])
     assert rc != 0 and not (tmp_path / "y.y4m").exists()
@@ -170,7 +202,9 @@ def test_bad_inputs_exit_nonzero_and_leave_nothing(ckpt, tmp_path, capsys):
     ten_bit.write_bytes(bytes(64 * 48 * 3 * 2))
     for src in (tmp_path / "missing.mp4", notvideo, partial, tiny, ten_bit):
         out = tmp_path / f"{src.stem}.dvc"
-        rc = main(["compress", str(src), str(out), f"checkpoint={ckpt}", "progress=false"])
+        rc = main(
+            ["compress", str(src), str(out), f"checkpoint={ckpt}", "progress=false"]
+        )
         err = capsys.readouterr().err
         assert rc != 0, src
         assert "error" in err and src.name in err, err

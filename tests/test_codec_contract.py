@@ -35,7 +35,7 @@ def tiny(name: str, in_channels: int, num_qualities: int):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name: str, in_channels: int, num_qualities: int):
     torch.manual_seed(1234)
     m = tiny(name, in_channels, num_qualities).eval()
@@ -64,7 +64,9 @@ def _cases():
         for c in (2, 3):
             for b in (1, 2):
                 for nq, q in QUALITY_CASES:
-                    yield pytest.param(name, c, b, nq, q, id=f"{name}-c{c}-b{b}-Q{nq}-q{q}")
+                    yield pytest.param(
+                        name, c, b, nq, q, id=f"{name}-c{c}-b{b}-Q{nq}-q{q}"
+                    )
 
 
 @pytest.mark.parametrize("name,in_channels,batch,nq,quality", list(_cases()))
@@ -153,7 +155,7 @@ root = Path(sys.argv[1])
 for case in json.loads((root / "cases.json").read_text()):
     blob = torch.load(root / f"{case['key']}.pt", weights_only=True)
     cfg = dict(codec_class(case["name"]).tiny_config)
-    m = build_codec(case["name"], in_channels=case["in_channels"], num_qualities=%d, **cfg)
+    m = build_codec(case["name"], in_channels=case["in_channels"], num_qualities=NUM_Q, **cfg)
     m.load_state_dict(blob["state"])
     m.eval()
     q = case["quality"]
@@ -161,8 +163,10 @@ for case in json.loads((root / "cases.json").read_text()):
     with torch.no_grad():
         x_hat = m.decompress(blob["strings"], blob["shape"], quality=q)["x_hat"]
     torch.save(x_hat, root / f"{case['key']}.out.pt")
-""" % Q
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=600)
+""".replace("NUM_Q", str(Q))
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], check=True, timeout=600
+    )
     for case in cases:
         want = torch.load(tmp_path / f"{case['key']}.pt", weights_only=True)["x_hat"]
         got = torch.load(tmp_path / f"{case['key']}.out.pt", weights_only=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from codec_utils import natural_image, quick_train, smooth_flow
+
 from image_codecs import build_codec, codec_class, list_codecs
 
 CODECS = list_codecs()
@@ -15,7 +15,9 @@ CODECS = list_codecs()
 def _tiny(name, in_channels, num_qualities=1):
     torch.manual_seed(0)
     cfg = dict(codec_class(name).tiny_config)
-    return build_codec(name, in_channels=in_channels, num_qualities=num_qualities, **cfg)
+    return build_codec(
+        name, in_channels=in_channels, num_qualities=num_qualities, **cfg
+    )
 
 
 @pytest.mark.slow

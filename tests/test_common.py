@@ -33,7 +33,9 @@ def test_registry_duplicates_and_unknown():
     assert reg.build("a", x=1) == {"x": 1}
 
 
-@pytest.mark.parametrize("h,w,m", [(70, 90, 64), (64, 64, 64), (1, 3, 16), (240, 416, 64)])
+@pytest.mark.parametrize(
+    "h,w,m", [(70, 90, 64), (64, 64, 64), (1, 3, 16), (240, 416, 64)]
+)
 def test_pad_unpad(h, w, m):
     x = torch.rand(2, 3, h, w)
     p, pads = pad_to_multiple(x, m)

@@ -9,7 +9,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_package_is_listed():
-    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
     found = set()
     for top in ("dvc_common", "dvc_ext", "flows", "image_codecs"):
         for init in (REPO / top).rglob("__init__.py"):

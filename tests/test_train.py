@@ -161,6 +161,24 @@ def test_intra_from_an_image_checkpoint(shared_data, tmp_path):
     )
     residual = trainer.model.pframe.residual_codec.state_dict()
     assert all(torch.equal(residual[k], v) for k, v in image.items())
+    # Beside init.video it swaps only the residual codec: the motion part and
+    # the intra codec stay the video checkpoint's.
+    cfg = compose("train", ["debug=tiny", f"dataset.root={root}",
+                            f"run_dir={tmp_path / 'vid3'}", "experiment=residual",
+                            f"init.video={run / 'checkpoints' / 'last.pth'}",
+                            f"init.residual={image_ckpt}"])  # fmt: skip
+    swapped = Trainer(
+        OmegaConf.to_container(cfg, resolve=True), init_distributed("cpu")
+    ).model.state_dict()
+    assert all(
+        torch.equal(swapped[f"pframe.residual_codec.{k}"], v) for k, v in image.items()
+    )
+    kept = [k for k in video if not k.startswith("pframe.residual_codec.")]
+    assert kept and all(torch.equal(swapped[k], video[k]) for k in kept)
+    assert any(
+        not torch.equal(video[k], swapped[k])
+        for k in video if k.startswith("pframe.residual_codec.")
+    )  # fmt: skip
 
 
 def test_clear_errors(shared_data, tmp_path, capsys):

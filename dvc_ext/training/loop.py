@@ -204,10 +204,12 @@ class Trainer:
             return model
         # init.intra / init.residual: an RGB image checkpoint seeds the intra or the
         # residual codec (its config replaces that codec's), so a video run can
-        # start its codecs from a model already trained on still images.
+        # start its codecs from a model already trained on still images. Beside
+        # init.video it swaps that codec and keeps the rest of the video model
+        # (how the residual-codec comparison reuses one motion stage).
         seeds = []
         for key in ("intra", "residual"):
-            if src is not None or not init.get(key):
+            if self.blob is not None or not init.get(key):
                 continue
             blob = load_checkpoint(init[key], "image")
             ic = dict(blob["config"])
@@ -225,13 +227,22 @@ class Trainer:
                 config["intra_codec"] = spec
             else:
                 config["pframe"] = {**config["pframe"], "residual_codec": spec}
-            seeds.append((key, blob))
+            seeds.append(
+                ("intra." if key == "intra" else "pframe.residual_codec.", blob)
+            )
         model = build_video(config)
-        if src is not None:
-            load_weights(model, src["state_dict"])
-        for key, blob in seeds:
-            part = model.intra if key == "intra" else model.pframe.residual_codec
-            load_weights(part, blob["state_dict"])
+        state = dict(src["state_dict"]) if src is not None else None
+        for prefix, blob in seeds:
+            if state is None:
+                part = (
+                    model.intra if prefix == "intra." else model.pframe.residual_codec
+                )
+                load_weights(part, blob["state_dict"])
+                continue
+            state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+            state.update({prefix + k: v for k, v in blob["state_dict"].items()})
+        if state is not None:
+            load_weights(model, state)
         return model
 
     def _build_data(self) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from dvc_common import atomic_tempfile
 
 from ..losses import psnr
 from . import distributed as D
@@ -65,9 +66,7 @@ class MetricsCSV:
             self._rewrite([])
 
     def _rewrite(self, rows: list[dict]) -> None:
-        fd, tmp = tempfile.mkstemp(
-            prefix=".metrics.", suffix=".tmp", dir=self.path.parent
-        )
+        fd, tmp = atomic_tempfile(self.path)
         with os.fdopen(fd, "w", newline="") as f:
             w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
             w.writeheader()

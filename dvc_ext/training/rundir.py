@@ -17,17 +17,16 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from dvc_common import InputError
+from dvc_common import InputError, atomic_tempfile
 
 CHECKPOINT = "last.pth"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = atomic_tempfile(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

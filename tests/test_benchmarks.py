@@ -1,0 +1,49 @@
+"""The benchmark scripts still run (tiny sizes; the numbers themselves live in JSON)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_image_codec_speed_writes_json(tmp_path):
+    rng = np.random.default_rng(0)
+    img = tmp_path / "img.png"
+    Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "image_codec_speed.py"),
+           "--image", str(img), "--sizes", "64x64", "--N", "8", "--M", "8", "--runs", "1",
+           "--specs", "bmshj2018-hyperprior", "transformer-ctx:window=1",
+           "--ratio-to", "bmshj2018-hyperprior", "--out", str(out)]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [r["spec"] for r in rows] == [
+        "bmshj2018-hyperprior",
+        "transformer-ctx:window=1",
+    ]
+    assert (
+        rows[1]["config"]["window"] == 1
+        and rows[0]["decode_ratio_vs_bmshj2018-hyperprior"] == 1
+    )
+    assert all(r["bytes"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    bad = subprocess.run(cmd[:-7] + ["--specs", "edic:window", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode != 0 and "not key=value" in bad.stderr
+
+
+def test_codec_speed_runs_both_codecs(tmp_path):
+    out = tmp_path / "codec_speed.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "codec_speed.py"), "--frames", "2",
+           "--threads", "1", "--sizes", "128x128", "--out", str(out)]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["codec"] for r in rows] == ["dvc-ext", "ssf2020"]
+    assert rows[0]["trained"] and rows[0]["payload_bytes"] > 0
+    assert rows[0]["encode_speed_vs_ssf2020"] > 0 and rows[1]["decode_fps"] > 0
