@@ -25,6 +25,9 @@ Motion mix (``kind`` of :meth:`SyntheticFlow.sample`):
   ``max_shift`` px per axis (the unit tests check integer shifts of up to 12 px).
 - ``affine``: rotation, anisotropic zoom, shear and shift around the centre.
 - ``piecewise``: a translated or affine background plus 1-3 moving objects.
+- a ``static`` share (0 by default) of pairs with no motion at all: the same
+  view twice, each with its own photometric noise. Real video has many still
+  regions, and an estimator must read them as zero flow, not as a small drift.
 
 Sources: scikit-image's bundled photographs (no download) and, where the shared
 data folder is present, frames of its ``train/`` videos. ``astronaut`` and
@@ -189,6 +192,7 @@ class SyntheticFlow:
         noise: largest std of the Gaussian noise added to each frame.
         photometric: apply the random gain / bias / noise (False: the frames
             are exact samples of the source, for checking the ground truth).
+        static: share of pairs with zero flow (drawn before the motion kind).
     """
 
     def __init__(
@@ -200,6 +204,7 @@ class SyntheticFlow:
         weights: tuple[float, ...] = (0.4, 0.25, 0.35),
         noise: float = 0.01,
         photometric: bool = True,
+        static: float = 0.0,
     ) -> None:
         if not images:
             raise InputError("SyntheticFlow needs at least one source image")
@@ -211,6 +216,9 @@ class SyntheticFlow:
         self.weights = np.asarray(weights, dtype=float) / float(np.sum(weights))
         self.noise = noise
         self.photometric = photometric
+        if not 0.0 <= static <= 1.0:
+            raise InputError(f"static must be a share in [0, 1], got {static}")
+        self.static = float(static)
         # A half-size copy of each source: zooming out samples it instead of
         # skipping pixels of the full one (no aliasing).
         self.images = [(im, F.avg_pool2d(im[None], 2)[0]) for im in images]
@@ -277,6 +285,17 @@ class SyntheticFlow:
             backward flow in px (``backward_warp(ref, flow) ~= cur``).
         """
         h, w = self.size
+        # Drawn only when asked for, so the default stream of pairs is unchanged.
+        if kind is None and self.static > 0 and rng.random() < self.static:
+            src, s, ox, oy = self._view(rng)
+            ys, xs = torch.meshgrid(
+                torch.arange(h, dtype=torch.float32),
+                torch.arange(w, dtype=torch.float32),
+                indexing="ij",
+            )
+            view = _sample(src, ox + xs / s, oy + ys / s)
+            flow = torch.zeros(2, h, w)
+            return self._photometric(rng, view), self._photometric(rng, view), flow
         if kind is None:
             kind = str(rng.choice(self.kinds, p=self.weights))
         if kind not in KINDS:

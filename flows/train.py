@@ -102,6 +102,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=96, help="square crop size (px)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-shift", type=float, default=16.0)
+    p.add_argument(
+        "--static", type=float, default=0.0, help="share of zero-motion pairs"
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from these weights (a checkpoint of this script); fine-tuning",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument(
@@ -149,13 +158,20 @@ def _train(args: argparse.Namespace) -> dict:
             buf = io.StringIO()
             csv.writer(buf).writerows(kept)
             _atomic_text(buf.getvalue(), log_path)
-    elif log_path.exists():
-        log_path.unlink()
+    else:
+        if args.init is not None:
+            if not args.init.is_file():
+                raise InputError(f"--init: no checkpoint at {args.init}")
+            blob = torch.load(args.init, map_location=args.device, weights_only=True)
+            model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+        if log_path.exists():
+            log_path.unlink()
 
     gen = SyntheticFlow(
         natural_images("train", data),
         size=(args.crop, args.crop),
         max_shift=args.max_shift,
+        static=args.static,
     )
     config = {
         "flow": args.flow,
@@ -180,6 +196,8 @@ def _train(args: argparse.Namespace) -> dict:
         "data": {
             "generator": "flows.synthetic.SyntheticFlow",
             "max_shift": args.max_shift,
+            "static_share": args.static,
+            "init": str(args.init) if args.init else None,
             "kinds": list(gen.kinds),
             "kind_weights": [float(w) for w in gen.weights],
             "sources": "scikit-image photos (train list)"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from dvc_common import InputError
 from flows import backward_warp, build_flow, default_weights, list_flows
 from flows.correlation import correlation, extension_available
 from flows.synthetic import SyntheticFlow, skimage_image
@@ -224,6 +225,22 @@ def test_synthetic_ground_truth_is_exact(kind, astronaut):
             assert err.mean() < 0.01
 
 
+def test_synthetic_static_share(astronaut):
+    """static=1: zero flow, same view; static=0 leaves the default stream as is."""
+    still = SyntheticFlow([astronaut], size=(48, 64), static=1.0)
+    cur, ref, flow = still.sample(np.random.default_rng(1))
+    assert not flow.any() and (cur - ref).abs().mean() < 0.05
+    moving = SyntheticFlow([astronaut], size=(48, 64), photometric=False)
+    a = SyntheticFlow([astronaut], size=(48, 64), photometric=False, static=0.0)
+    for x, y in zip(
+        moving.sample(np.random.default_rng(2)), a.sample(np.random.default_rng(2))
+    ):
+        assert torch.equal(x, y)
+    assert moving.sample(np.random.default_rng(2))[2].abs().mean() > 0.1
+    with pytest.raises(InputError, match="static"):
+        SyntheticFlow([astronaut], static=1.5)
+
+
 def test_train_script_runs_and_resumes(tmp_path):
     from flows.train import main
 
@@ -238,6 +255,25 @@ def test_train_script_runs_and_resumes(tmp_path):
     assert blob["config"]["step"] == 3
     assert "heldout_epe_px" in out.with_suffix(".yaml").read_text()
     build_flow("spynet", weights=out)
+    # --init starts a new run (a fine-tuning) from those weights.
+    tuned = tmp_path / "tuned.pth"
+    args = ["--flow", "spynet", "--out", str(tuned), "--crop", "32", "--batch", "2",
+            "--data", str(tmp_path / "none"), "--heldout", "0", "--steps", "1",
+            "--static", "0.5", "--lr", "0"]  # fmt: skip
+    main([*args, "--init", str(out)])
+    start = torch.load(out, weights_only=True)["state_dict"]
+    got = torch.load(tuned, weights_only=True)["state_dict"]
+    assert all(torch.equal(got[k].float(), start[k].float()) for k in start)
+    with pytest.raises(InputError, match="--init"):
+        main(
+            [
+                *args[:3],
+                str(tmp_path / "t2.pth"),
+                *args[4:],
+                "--init",
+                str(tmp_path / "x"),
+            ]
+        )
 
 
 @pytest.mark.parametrize("name", LEARNED)
