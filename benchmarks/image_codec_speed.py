@@ -93,6 +93,7 @@ def worker(
             dec_s.append(time.perf_counter() - t)
     assert out["x_hat"].shape == xp.shape
     nbytes = sum(len(s[0]) for s in enc["strings"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {
         "spec": spec,
         "size": f"{width}x{height}",
@@ -103,12 +104,8 @@ def worker(
         "decode_s": dec_s,
         "median_encode_s": statistics.median(enc_s),
         "median_decode_s": statistics.median(dec_s),
-        # ru_maxrss is in KiB on Linux
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_rss_rise_mb": (
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
-        )
-        / 1024,
+        "peak_rss_mb": peak / 1024,
+        "peak_rss_rise_mb": (peak - rss_before) / 1024,
     }
 
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
 def atomic_tempfile(path: str | os.PathLike) -> tuple[int, Path]:
-    """Open a temporary file beside ``path`` for an atomic write.
+    """Create a new temporary file beside ``path`` for an atomic write.
 
     Returns ``(fd, tmp)``; the caller writes through ``fd``, then
-    ``os.replace(tmp, path)`` (or unlinks ``tmp`` on failure). ``mkstemp``
-    creates files 0600, which would make exported weights, configs and logs
-    unreadable to anyone else; the file gets the mode a plain ``open`` would
-    give it (0666 less the umask) since these outputs are meant to be shared.
+    ``os.replace(tmp, path)`` (or unlinks ``tmp`` on failure). Unlike
+    ``mkstemp``, which makes the file 0600 and would leave exported weights,
+    configs and logs unreadable to anyone else, the file is created 0666 and
+    the kernel applies the umask, as for a plain ``open``; ``O_EXCL`` keeps
+    two writers from sharing one temporary name.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    return fd, Path(tmp)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue

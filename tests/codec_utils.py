@@ -1,4 +1,5 @@
-"""Small helpers the codec tests share: natural test images and a quick trainer."""
+"""Small helpers the codec tests share: natural test images, a quick trainer, and
+the real rate and distortion of a batch coded to bytes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import numpy as np
 import skimage.data
 import torch
 import torch.nn.functional as F
+
+from image_codecs.payload import pack_compressed
 
 # Rate points for quick training: lambda of the MSE term per quality index.
 LAMBDAS = (0.002, 0.008, 0.03, 0.12)
@@ -88,3 +91,14 @@ def quick_train(
             aux_opt.step()
     model.eval()
     model.update(force=True)
+
+
+def real_rate_distortion(model, x: torch.Tensor) -> tuple[float, float]:
+    """(bits per pixel of the real payloads, MSE of the decoded images) of ``x``."""
+    model.eval()
+    model.update(force=True)
+    with torch.no_grad():
+        enc = model.compress(x)
+        dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+    nbytes = sum(len(pack_compressed(enc, i)) for i in range(x.shape[0]))
+    return nbytes * 8 / x[:, 0].numel(), F.mse_loss(dec, x).item()

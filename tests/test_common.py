@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from dvc_common import (
     DvcExtError,
     Registry,
     RegistryError,
+    atomic_tempfile,
     decode_varint,
     encode_varint,
     pad_to_multiple,
@@ -86,3 +89,17 @@ def test_one_way_import_rule():
             if hit:
                 bad.append(f"{f.relative_to(REPO)} imports {sorted(hit)}")
     assert not bad, bad
+
+
+def test_atomic_tempfile_is_new_beside_the_target_with_the_umask_mode(tmp_path):
+    target = tmp_path / "model.pth"
+    old = os.umask(0o027)
+    try:
+        (fd1, t1), (fd2, t2) = atomic_tempfile(target), atomic_tempfile(target)
+    finally:
+        os.umask(old)
+    os.close(fd1)
+    os.close(fd2)
+    assert t1 != t2 and t1.parent == t2.parent == tmp_path
+    assert t1.name.startswith(".model.pth.") and t1.suffix == ".tmp"
+    assert stat.S_IMODE(t1.stat().st_mode) == 0o640

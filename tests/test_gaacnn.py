@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from codec_utils import smooth_flow
+from codec_utils import real_rate_distortion, smooth_flow
 from PIL import Image
 
 from dvc_common import fixed_threads, pad_to_multiple, unpad
@@ -307,17 +307,6 @@ def _crops(images, n: int, size: int, g: torch.Generator) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _real_rate_distortion(model, x: torch.Tensor) -> tuple[float, float]:
-    """(real bits per pixel of the payloads, MSE of the decoded crops)."""
-    model.eval()
-    model.update(force=True)
-    with torch.no_grad():
-        enc = model.compress(x)
-        dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
-    nbytes = sum(len(pack_compressed(enc, i)) for i in range(x.shape[0]))
-    return nbytes * 8 / x[:, 0].numel(), F.mse_loss(dec, x).item()
-
-
 @pytest.mark.slow
 def test_short_training_improves_rate_and_distortion(shared_data):
     """A few dozen steps on Vimeo crops beat the initialisation on held-out crops.
@@ -334,7 +323,7 @@ def test_short_training_improves_rate_and_distortion(shared_data):
         torch.Generator().manual_seed(1),
     )
     model = _tiny()
-    bpp0, mse0 = _real_rate_distortion(model, held_out)
+    bpp0, mse0 = real_rate_distortion(model, held_out)
 
     g = torch.Generator().manual_seed(0)
     net = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
@@ -354,6 +343,6 @@ def test_short_training_improves_rate_and_distortion(shared_data):
         model.aux_loss().backward()
         aux_opt.step()
 
-    bpp1, mse1 = _real_rate_distortion(model, held_out)
+    bpp1, mse1 = real_rate_distortion(model, held_out)
     assert bpp1 < bpp0, (bpp0, bpp1)
     assert mse1 < mse0, (mse0, mse1)

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from codec_utils import quick_train, random_crops
+from codec_utils import quick_train, random_crops, real_rate_distortion
 from PIL import Image
 
 from dvc_common import fixed_threads
@@ -230,17 +229,6 @@ def _mosaic(shared_data: Path, listfile: str) -> torch.Tensor:
     return torch.cat(pairs, dim=-2)
 
 
-def _real_rd(model, x: torch.Tensor) -> tuple[float, float]:
-    """(bits per pixel of the real payloads, MSE of the decoded crops)."""
-    model.eval()
-    model.update(force=True)
-    with torch.no_grad():
-        enc = model.compress(x)
-        dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
-    nbytes = sum(len(pack_compressed(enc, i)) for i in range(x.shape[0]))
-    return nbytes * 8 / x[:, 0].numel(), F.mse_loss(dec, x).item()
-
-
 @pytest.mark.slow
 def test_short_training_beats_init_and_context_beats_hyperprior(shared_data):
     """Context on and off from the same initial weights, on the same batches
@@ -259,10 +247,10 @@ def test_short_training_beats_init_and_context_beats_hyperprior(shared_data):
     rd = {}
     for context in (True, False):
         model = _tiny(context=context, **TRAIN_CFG)
-        bpp0, mse0 = _real_rd(model, held_out)
+        bpp0, mse0 = real_rate_distortion(model, held_out)
         torch.manual_seed(1)
         quick_train(model, train, steps=STEPS, lmbda=LAMBDA)
-        bpp1, mse1 = _real_rd(model, held_out)
+        bpp1, mse1 = real_rate_distortion(model, held_out)
         assert bpp1 < bpp0 and mse1 < mse0, (context, bpp0, bpp1, mse0, mse1)
         rd[context] = (bpp1, mse1)
     (bpp_on, mse_on), (bpp_off, mse_off) = rd[True], rd[False]

@@ -227,22 +227,21 @@ class Trainer:
                 config["intra_codec"] = spec
             else:
                 config["pframe"] = {**config["pframe"], "residual_codec": spec}
-            seeds.append(
-                ("intra." if key == "intra" else "pframe.residual_codec.", blob)
-            )
+            seeds.append((key, blob))
         model = build_video(config)
-        state = dict(src["state_dict"]) if src is not None else None
-        for prefix, blob in seeds:
-            if state is None:
-                part = (
-                    model.intra if prefix == "intra." else model.pframe.residual_codec
-                )
+        if src is None:
+            for key, blob in seeds:
+                part = model.intra if key == "intra" else model.pframe.residual_codec
                 load_weights(part, blob["state_dict"])
-                continue
+            return model
+        # Beside init.video: its weights with each seeded codec's replaced, so
+        # the whole model loads (and is checked for missing keys) at once.
+        state = dict(src["state_dict"])
+        for key, blob in seeds:
+            prefix = "intra." if key == "intra" else "pframe.residual_codec."
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
             state.update({prefix + k: v for k, v in blob["state_dict"].items()})
-        if state is not None:
-            load_weights(model, state)
+        load_weights(model, state)
         return model
 
     def _build_data(self) -> None:
