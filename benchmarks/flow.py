@@ -146,7 +146,9 @@ def run(
                     print(f"skip {name}: no weights at {path}")
                     continue
                 flow = build_flow(name, weights=path)
-                used = str(path)
+                # "default" for the shipped file: the JSON then reads the same
+                # on every machine.
+                used = "default" if path == default_weights(name) else str(path)
             flow.eval()
 
         def est(cur, ref, flow=flow):

@@ -129,9 +129,18 @@ def export_checkpoint(
     Raises:
         InputError: an unreadable source or an unknown ``dtype``.
     """
+    return export_blob(load_checkpoint(src), dst, dtype, meta)
+
+
+def export_blob(
+    blob: dict[str, Any],
+    dst: str | os.PathLike,
+    dtype: str = "float16",
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """:func:`export_checkpoint` of a checkpoint already loaded (and maybe edited)."""
     if dtype not in ("float16", "bfloat16", "float32"):
         raise InputError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
-    blob = load_checkpoint(src)
     target = getattr(torch, dtype)
     state = {
         k: v.to(target) if v.is_floating_point() else v

@@ -255,3 +255,45 @@ def test_exported_checkpoint_is_smaller_and_codes_bit_exact(tmp_path, clip, ckpt
         assert torch.equal(x_hat, y)
     assert main(["export", str(tmp_path / "missing.pth"), str(tmp_path / "x.pth")]) == 1
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_export_swaps_in_an_image_codec(tmp_path, clip, ckpt):
+    """intra= replaces the video model's intra codec by an image model's."""
+    from image_codecs import build_codec
+
+    def image_ckpt(name, q, channels=3):
+        torch.manual_seed(1)
+        cfg = {"name": name, **codec_class(name).tiny_config}
+        cfg.update(in_channels=channels, num_qualities=q)
+        codec = build_codec(**cfg)
+        return save_checkpoint(tmp_path / f"{name}{q}{channels}.pth", "image", cfg,
+                               codec.state_dict(), {})  # fmt: skip
+
+    gaacnn = image_ckpt("gaacnn", 2)
+    out = tmp_path / "swapped.pth"
+    assert main(["export", str(ckpt), str(out), f"intra={gaacnn}"]) == 0
+    blob, video, image = (torch.load(p, weights_only=True) for p in (out, ckpt, gaacnn))
+    assert blob["config"]["intra_codec"]["name"] == "gaacnn"
+    assert blob["config"]["pframe"] == video["config"]["pframe"]
+    assert blob["meta"]["intra_codec_from"] == gaacnn.name
+    for k, v in image["state_dict"].items():
+        assert torch.equal(blob["state_dict"]["intra." + k], v.half())
+    rest = [k for k in video["state_dict"] if not k.startswith("intra.")]
+    assert rest and all(
+        torch.equal(blob["state_dict"][k], video["state_dict"][k].half())
+        for k in rest if k in blob["state_dict"]
+    )  # fmt: skip
+    # The swapped model codes: its I-frame is the image codec's.
+    frames = [f.rgb for f in open_video(clip).frames()][:2]
+    enc = list(load_video_model(out).model.encode(iter(frames), 1, intra_period=0))
+    dec = list(load_video_model(out, for_decoding=True).model.decode(
+        (c for c, _, _ in enc), H, W))  # fmt: skip
+    assert all(torch.equal(a, b) for (_, a, _), b in zip(enc, dec))
+    # Rate points, channels and model kinds that do not fit are refused, and
+    # nothing is written.
+    bad = tmp_path / "bad.pth"
+    for arg in (f"intra={image_ckpt('gaacnn', 4)}", f"residual={image_ckpt('gaacnn', 2, 2)}",
+                f"intra={ckpt}"):  # fmt: skip
+        assert main(["export", str(ckpt), str(bad), arg]) == 1
+    assert main(["export", str(gaacnn), str(bad), f"intra={gaacnn}"]) == 1
+    assert not bad.exists()

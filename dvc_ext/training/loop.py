@@ -38,6 +38,7 @@ from ..losses import lambda_ladder
 from . import distributed as D
 from .metrics import MetricsCSV, accumulate, reduce_means
 from .model import (
+    SWAPPABLE,
     ImageStep,
     PFrameStep,
     build_video,
@@ -49,6 +50,7 @@ from .model import (
     trainable_flow,
     video_config,
     video_modules,
+    with_image_codec,
 )
 from .rundir import (
     CHECKPOINT,
@@ -208,39 +210,21 @@ class Trainer:
         # init.video it swaps that codec and keeps the rest of the video model
         # (how the residual-codec comparison reuses one motion stage).
         seeds = []
-        for key in ("intra", "residual"):
-            if self.blob is not None or not init.get(key):
+        state = None if src is None else dict(src["state_dict"])
+        for part in SWAPPABLE:
+            if self.blob is not None or not init.get(part):
                 continue
-            blob = load_checkpoint(init[key], "image")
-            ic = dict(blob["config"])
-            if int(ic.get("num_qualities", 1)) != int(config["num_qualities"]):
-                raise ModelMismatchError(
-                    f"init.{key} has {ic.get('num_qualities', 1)} rate points, the "
-                    f"video model {config['num_qualities']}"
-                )
-            if int(ic.get("in_channels", 3)) != 3:
-                raise ModelMismatchError(f"init.{key} is not an RGB image codec")
-            spec = {
-                k: v for k, v in ic.items() if k not in ("in_channels", "num_qualities")
-            }
-            if key == "intra":
-                config["intra_codec"] = spec
-            else:
-                config["pframe"] = {**config["pframe"], "residual_codec": spec}
-            seeds.append((key, blob))
+            blob = load_checkpoint(init[part], "image")
+            config, state = with_image_codec(config, state, part, blob)
+            seeds.append((part, blob))
         model = build_video(config)
         if src is None:
-            for key, blob in seeds:
-                part = model.intra if key == "intra" else model.pframe.residual_codec
-                load_weights(part, blob["state_dict"])
+            for part, blob in seeds:
+                codec = model.intra if part == "intra" else model.pframe.residual_codec
+                load_weights(codec, blob["state_dict"])
             return model
-        # Beside init.video: its weights with each seeded codec's replaced, so
-        # the whole model loads (and is checked for missing keys) at once.
-        state = dict(src["state_dict"])
-        for key, blob in seeds:
-            prefix = "intra." if key == "intra" else "pframe.residual_codec."
-            state = {k: v for k, v in state.items() if not k.startswith(prefix)}
-            state.update({prefix + k: v for k, v in blob["state_dict"].items()})
+        # Beside init.video the whole model (with its seeded codecs) loads, and is
+        # checked for missing keys, at once.
         load_weights(model, state)
         return model
 

@@ -100,6 +100,54 @@ def saved_image_config(codec: nn.Module) -> dict[str, Any]:
     return {"name": codec.registry_name, **codec.build_kwargs}
 
 
+#: Video-model parts an RGB image checkpoint can stand in for, and their prefix
+#: in the video model's state dict.
+SWAPPABLE = {"intra": "intra.", "residual": "pframe.residual_codec."}
+
+
+def with_image_codec(
+    config: Mapping[str, Any],
+    state: Mapping[str, torch.Tensor] | None,
+    part: str,
+    image: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """A video model's config and weights with one codec taken from an image model.
+
+    Args:
+        config: the video model's config.
+        state: its state dict, or None (config only).
+        part: ``"intra"`` or ``"residual"``.
+        image: a loaded ``"image"`` checkpoint (config and state dict).
+
+    Raises:
+        InputError: an unknown ``part``.
+        ModelMismatchError: the image model is not RGB or has another number
+            of rate points than the video model.
+    """
+    if part not in SWAPPABLE:
+        raise InputError(f"can replace {sorted(SWAPPABLE)}, not {part!r}")
+    ic = dict(image["config"])
+    if int(ic.get("num_qualities", 1)) != int(config["num_qualities"]):
+        raise ModelMismatchError(
+            f"the {part} codec's image model has {ic.get('num_qualities', 1)} rate "
+            f"points, the video model {config['num_qualities']}"
+        )
+    if int(ic.get("in_channels", 3)) != 3:
+        raise ModelMismatchError(f"the {part} codec's image model is not RGB")
+    spec = {k: v for k, v in ic.items() if k not in _CONTEXT_KEYS}
+    config = copy.deepcopy(dict(config))
+    if part == "intra":
+        config["intra_codec"] = spec
+    else:
+        config["pframe"] = {**config["pframe"], "residual_codec": spec}
+    if state is None:
+        return config, None
+    prefix = SWAPPABLE[part]
+    new_state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    new_state.update({prefix + k: v for k, v in image["state_dict"].items()})
+    return config, new_state
+
+
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load a state dict, resizing the entropy coders' CDF buffers first.
 
