@@ -60,13 +60,20 @@ def build_flow(
     flow = _FLOWS.build(name, **kwargs)
     flow.registry_name = name
     if weights is not None:
-        path = default_weights(name) if weights == "default" else Path(weights)
-        if not path.is_file():
-            raise InputError(f"flow weights not found: {path}")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
-        flow.load_state_dict({k: v.float() for k, v in state.items()})
+        load_flow_weights(
+            flow, default_weights(name) if weights == "default" else Path(weights)
+        )
     return flow
+
+
+def load_flow_weights(flow: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint of ``flows.train`` (or a bare state dict) into ``flow``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"flow weights not found: {path}")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    flow.load_state_dict({k: v.float() for k, v in state.items()})
 
 
 class FlowEstimator(nn.Module):

@@ -286,25 +286,20 @@ class SyntheticFlow:
         """
         h, w = self.size
         # Drawn only when asked for, so the default stream of pairs is unchanged.
-        if kind is None and self.static > 0 and rng.random() < self.static:
-            src, s, ox, oy = self._view(rng)
-            ys, xs = torch.meshgrid(
-                torch.arange(h, dtype=torch.float32),
-                torch.arange(w, dtype=torch.float32),
-                indexing="ij",
-            )
-            view = _sample(src, ox + xs / s, oy + ys / s)
-            flow = torch.zeros(2, h, w)
-            return self._photometric(rng, view), self._photometric(rng, view), flow
-        if kind is None:
-            kind = str(rng.choice(self.kinds, p=self.weights))
-        if kind not in KINDS:
-            raise InputError(f"unknown motion kind {kind!r}; choices: {KINDS}")
+        static = kind is None and self.static > 0 and rng.random() < self.static
+        if not static:
+            if kind is None:
+                kind = str(rng.choice(self.kinds, p=self.weights))
+            if kind not in KINDS:
+                raise InputError(f"unknown motion kind {kind!r}; choices: {KINDS}")
         integer = kind == "translation" and rng.random() < 0.5
         src, s, ox, oy = self._view(rng, integer=integer)
-        flow = self._global_motion(
-            rng, "translation" if kind == "translation" else "affine"
-        )
+        if static:
+            flow = torch.zeros(2, h, w)
+        else:
+            flow = self._global_motion(
+                rng, "translation" if kind == "translation" else "affine"
+            )
         if kind == "translation" and integer:
             flow = flow.round()
         ys, xs = torch.meshgrid(

@@ -32,7 +32,7 @@ import yaml
 
 from dvc_common import InputError, fixed_threads
 
-from .base import build_flow
+from .base import build_flow, load_flow_weights
 from .synthetic import SyntheticFlow, heldout_set, natural_images
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -141,12 +141,18 @@ def _train(args: argparse.Namespace) -> dict:
     log_path, cfg_path = out.with_suffix(".csv"), out.with_suffix(".yaml")
     data = args.data or _default_data()
 
-    model = build_flow(args.flow).to(args.device)
+    model = build_flow(args.flow)
     if not model.differentiable or not hasattr(model, "flow_pyramid"):
         raise InputError(f"flow {args.flow!r} is not a trainable estimator")
+    resume = state_path.is_file()
+    if args.init is not None and not resume:  # --init starts a new run only
+        if not args.init.is_file():
+            raise InputError(f"--init: no checkpoint at {args.init}")
+        load_flow_weights(model, args.init)
+    model.to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step = 0
-    if state_path.is_file():
+    if resume:
         st = torch.load(state_path, map_location=args.device, weights_only=True)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
@@ -158,14 +164,8 @@ def _train(args: argparse.Namespace) -> dict:
             buf = io.StringIO()
             csv.writer(buf).writerows(kept)
             _atomic_text(buf.getvalue(), log_path)
-    else:
-        if args.init is not None:
-            if not args.init.is_file():
-                raise InputError(f"--init: no checkpoint at {args.init}")
-            blob = torch.load(args.init, map_location=args.device, weights_only=True)
-            model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
-        if log_path.exists():
-            log_path.unlink()
+    elif log_path.exists():
+        log_path.unlink()
 
     gen = SyntheticFlow(
         natural_images("train", data),

@@ -8,6 +8,7 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
+from image_codecs import build_codec, codec_class
 from image_codecs.payload import pack_compressed
 
 # Rate points for quick training: lambda of the MSE term per quality index.
@@ -102,3 +103,15 @@ def real_rate_distortion(model, x: torch.Tensor) -> tuple[float, float]:
         dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
     nbytes = sum(len(pack_compressed(enc, i)) for i in range(x.shape[0]))
     return nbytes * 8 / x[:, 0].numel(), F.mse_loss(dec, x).item()
+
+
+def make_image_checkpoint(path, name: str, num_qualities: int, in_channels: int = 3,
+                          seed: int = 0):  # fmt: skip
+    """An untrained image checkpoint of ``name`` at its tiny sizes; returns ``path``."""
+    from dvc_ext.checkpoint import save_checkpoint
+
+    cfg = {"name": name, **codec_class(name).tiny_config}
+    cfg.update(in_channels=in_channels, num_qualities=num_qualities)
+    torch.manual_seed(seed)
+    codec = build_codec(**cfg)
+    return save_checkpoint(path, "image", cfg, codec.state_dict(), {})

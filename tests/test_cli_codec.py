@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from codec_utils import make_image_checkpoint
 
 from dvc_common import BitstreamError, InputError, ModelMismatchError
 from dvc_ext.checkpoint import save_checkpoint
@@ -259,15 +260,10 @@ def test_exported_checkpoint_is_smaller_and_codes_bit_exact(tmp_path, clip, ckpt
 
 def test_export_swaps_in_an_image_codec(tmp_path, clip, ckpt):
     """intra= replaces the video model's intra codec by an image model's."""
-    from image_codecs import build_codec
 
     def image_ckpt(name, q, channels=3):
-        torch.manual_seed(1)
-        cfg = {"name": name, **codec_class(name).tiny_config}
-        cfg.update(in_channels=channels, num_qualities=q)
-        codec = build_codec(**cfg)
-        return save_checkpoint(tmp_path / f"{name}{q}{channels}.pth", "image", cfg,
-                               codec.state_dict(), {})  # fmt: skip
+        path = tmp_path / f"{name}{q}{channels}.pth"
+        return make_image_checkpoint(path, name, q, channels, seed=1)
 
     gaacnn = image_ckpt("gaacnn", 2)
     out = tmp_path / "swapped.pth"

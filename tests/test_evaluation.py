@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from codec_utils import make_image_checkpoint
 
 from dvc_common import InputError
 from dvc_ext import color
@@ -31,7 +32,7 @@ from dvc_ext.evaluation.sequences import (
 )
 from dvc_ext.tasks.evaluate import checkpoint_label
 from dvc_ext.video_codec import VideoCodec
-from image_codecs import build_codec, codec_class
+from image_codecs import codec_class
 
 EXCERPT_D = "eval/hevc/BasketballPass_2frames_416x240_50Hz_8bit_P420.yuv"
 EXCERPT_C = "eval/hevc/C_RaceHorses_2frames_832x480_30Hz_8bit_P420.yuv"
@@ -276,11 +277,8 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_image_ckpt(tmp_path_factory) -> Path:
-    cfg = {**_spec("bmshj2018-hyperprior"), "in_channels": 3, "num_qualities": 2}
-    torch.manual_seed(0)
-    codec = build_codec(**cfg)
     path = tmp_path_factory.mktemp("ckpt") / "img.pth"
-    return save_checkpoint(path, "image", cfg, codec.state_dict(), {})
+    return make_image_checkpoint(path, "bmshj2018-hyperprior", 2)
 
 
 def test_eval_end_to_end_basketballpass_with_x264(shared_data, tiny_ckpt, tmp_path):
