@@ -111,6 +111,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="start from these weights (a checkpoint of this script); fine-tuning",
     )
+    p.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="train this pyramid level only (SpyNet's level-by-level training: "
+        "the coarser levels run as they are, the finer ones are left out)",
+    )
+    p.add_argument(
+        "--levels", type=int, default=None, help="pyramid levels of a new model"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument(
@@ -141,16 +151,28 @@ def _train(args: argparse.Namespace) -> dict:
     log_path, cfg_path = out.with_suffix(".csv"), out.with_suffix(".yaml")
     data = args.data or _default_data()
 
-    model = build_flow(args.flow)
+    model = build_flow(
+        args.flow, **({} if args.levels is None else {"levels": args.levels})
+    )
     if not model.differentiable or not hasattr(model, "flow_pyramid"):
         raise InputError(f"flow {args.flow!r} is not a trainable estimator")
+    params = list(model.parameters())
+    if args.level is not None:
+        nets = getattr(model, "nets", None)
+        if nets is None or not 0 <= args.level < len(nets):
+            raise InputError(
+                f"--level {args.level}: flow {args.flow!r} has no such pyramid level"
+            )
+        params = list(nets[args.level].parameters())
+        model.requires_grad_(False)
+        nets[args.level].requires_grad_(True)
     resume = state_path.is_file()
     if args.init is not None and not resume:  # --init starts a new run only
         if not args.init.is_file():
             raise InputError(f"--init: no checkpoint at {args.init}")
         load_flow_weights(model, args.init)
     model.to(args.device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    opt = torch.optim.Adam(params, lr=args.lr)
     step = 0
     if resume:
         st = torch.load(state_path, map_location=args.device, weights_only=True)
@@ -175,7 +197,7 @@ def _train(args: argparse.Namespace) -> dict:
     )
     config = {
         "flow": args.flow,
-        "model": {k: v for k, v in vars(model).items() if k in ("levels",)},
+        "model": {k: v for k, v in vars(model).items() if k in ("levels", "lk_window")},
         "params": sum(p.numel() for p in model.parameters()),
         "train": {
             "steps": args.steps,
@@ -184,7 +206,9 @@ def _train(args: argparse.Namespace) -> dict:
             "lr": args.lr,
             "schedule": "linear warm-up 50 steps, cosine to 5%",
             "optimizer": "Adam",
-            "loss": "multi-scale EPE, level weights 0.5**depth",
+            "loss": "multi-scale EPE, level weights 0.5**depth"
+            if args.level is None
+            else f"EPE of level {args.level} (the only one trained)",
             "teacher_forcing": {
                 "initial_share": args.teacher,
                 "until": "70% of the steps (linear decay)",
@@ -192,6 +216,7 @@ def _train(args: argparse.Namespace) -> dict:
             },
             "seed": args.seed,
             "threads": args.threads,
+            "level": args.level,
         },
         "data": {
             "generator": "flows.synthetic.SyntheticFlow",
@@ -240,14 +265,16 @@ def _train(args: argparse.Namespace) -> dict:
             # steps that falls to zero at 70% of the run: every level learns its
             # residual task at once instead of waiting for the coarser ones.
             p_tf = args.teacher * max(0.0, 1.0 - step / (0.7 * args.steps))
-            if rng.random() < p_tf:
+            if args.level is not None:
+                pyramid = model.flow_pyramid(cur, ref, until=args.level)[-1:]
+            elif rng.random() < p_tf:
                 pyramid = model.flow_pyramid(cur, ref, guide=gt, jitter=args.jitter)
             else:
                 pyramid = model.flow_pyramid(cur, ref)
             loss, fine = multiscale_epe(pyramid, gt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
             step += 1
             run_loss += loss.item()

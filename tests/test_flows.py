@@ -16,6 +16,7 @@ import torch
 from dvc_common import InputError
 from flows import backward_warp, build_flow, default_weights, list_flows
 from flows.correlation import correlation, extension_available
+from flows.spynet import lucas_kanade_step
 from flows.synthetic import SyntheticFlow, skimage_image
 
 FLOWS = list_flows()
@@ -156,6 +157,21 @@ def test_warping_beats_zero_flow_on_middlebury(name, pair, shared_data):
     assert warped < 0.8 * zero, f"warped {warped:.4f} vs zero-flow {zero:.4f}"
 
 
+def test_lucas_kanade_step_recovers_a_subpixel_shift(astronaut):
+    """SpyNet's LK input: the residual that warps ``warped`` onto ``cur``."""
+    ref = torch.nn.functional.avg_pool2d(astronaut[None], 4)  # smooth, 128 x 128
+    for dx, dy in ((0.4, -0.3), (-0.25, 0.5)):
+        shift = torch.tensor([dx, dy]).view(1, 2, 1, 1).expand(1, 2, 128, 128)
+        cur = backward_warp(ref, shift)
+        step = lucas_kanade_step(cur, ref, 5)[0, :2, 8:-8, 8:-8]
+        # One linearised step on real texture under-shoots, never overshoots.
+        for got, want in ((step[0].median(), dx), (step[1].median(), dy)):
+            assert 0.3 < got / want < 1.05, f"LK step {got:.3f} for {want}"
+    same = lucas_kanade_step(ref, ref.clone(), 5)
+    assert same.shape == (1, 3, 128, 128) and torch.isfinite(same).all()
+    assert same[:, :2].abs().max() == 0
+
+
 def _naive_correlation(f1, f2, d):
     b, c, h, w = f1.shape
     out = torch.zeros(b, (2 * d + 1) ** 2, h, w, dtype=f1.dtype)
@@ -274,6 +290,27 @@ def test_train_script_runs_and_resumes(tmp_path):
                 str(tmp_path / "x"),
             ]
         )
+
+
+def test_train_one_level_leaves_the_others(tmp_path):
+    """--level K (SpyNet's level-by-level training) changes nets[K] only."""
+    from flows.train import main
+
+    start, out = tmp_path / "start.pth", tmp_path / "level.pth"
+    common = ["--flow", "spynet", "--crop", "32", "--batch", "2", "--heldout", "0"]
+    common += ["--data", str(tmp_path / "none"), "--levels", "3"]
+    main([*common, "--steps", "1", "--out", str(start)])
+    main([*common, "--steps", "2", "--level", "1", "--init", str(start)]
+         + ["--out", str(out)])  # fmt: skip
+    before = torch.load(start, weights_only=True)["state_dict"]
+    after = torch.load(out, weights_only=True)["state_dict"]
+    changed = {k.split(".")[1] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"1"}
+    with pytest.raises(InputError, match="--level 3"):
+        main([*common, "--steps", "1", "--level", "3", "--out", str(tmp_path / "x")])
+    with pytest.raises(InputError, match="--level"):
+        main(["--flow", "pwcnet", "--steps", "1", "--level", "0", "--out",
+              str(tmp_path / "y"), "--crop", "32", "--batch", "2"])  # fmt: skip
 
 
 @pytest.mark.parametrize("name", LEARNED)
