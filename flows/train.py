@@ -156,16 +156,15 @@ def _train(args: argparse.Namespace) -> dict:
     )
     if not model.differentiable or not hasattr(model, "flow_pyramid"):
         raise InputError(f"flow {args.flow!r} is not a trainable estimator")
-    params = list(model.parameters())
     if args.level is not None:
         nets = getattr(model, "nets", None)
         if nets is None or not 0 <= args.level < len(nets):
             raise InputError(
                 f"--level {args.level}: flow {args.flow!r} has no such pyramid level"
             )
-        params = list(nets[args.level].parameters())
         model.requires_grad_(False)
         nets[args.level].requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
     resume = state_path.is_file()
     if args.init is not None and not resume:  # --init starts a new run only
         if not args.init.is_file():
