@@ -54,26 +54,60 @@ def build_flow(
     Args:
         weights: None (random init, or nothing to load for classical flows),
             ``"default"`` (our trained checkpoint shipped in the package), or the
-            path of a checkpoint. Never downloaded.
+            path of a checkpoint. Never downloaded. A checkpoint of
+            :mod:`flows.train` records its architecture (``config.model``), which
+            ``kwargs`` default to, so it loads without repeating them.
     """
     _discover()
+    loaded = None
+    if weights is not None:
+        path = default_weights(name) if weights == "default" else Path(weights)
+        loaded = path, *read_flow_checkpoint(path)
+        trained_as = loaded[2].get("flow", name)
+        if trained_as != name:
+            raise InputError(f"{path} holds {trained_as!r} weights, not {name!r}")
+        kwargs = {**loaded[2].get("model", {}), **kwargs}
     flow = _FLOWS.build(name, **kwargs)
     flow.registry_name = name
-    if weights is not None:
-        load_flow_weights(
-            flow, default_weights(name) if weights == "default" else Path(weights)
-        )
+    if loaded is not None:
+        _load_state(flow, *loaded)
     return flow
 
 
-def load_flow_weights(flow: nn.Module, path: str | Path) -> None:
-    """Load a checkpoint of ``flows.train`` (or a bare state dict) into ``flow``."""
+def read_flow_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """``(state_dict, config)`` of a checkpoint of ``flows.train`` (or a bare
+    state dict, whose config is empty)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"flow weights not found: {path}")
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
-    flow.load_state_dict({k: v.float() for k, v in state.items()})
+    if not isinstance(blob, dict):
+        raise InputError(f"{path} is not a flow checkpoint (no state dict)")
+    if "state_dict" in blob:
+        return blob["state_dict"], dict(blob.get("config") or {})
+    return blob, {}
+
+
+def load_flow_weights(flow: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint of ``flows.train`` (or a bare state dict) into ``flow``."""
+    _load_state(flow, Path(path), *read_flow_checkpoint(path))
+
+
+def _load_state(flow: nn.Module, path: Path, state: dict, config: dict) -> None:
+    # Settings without parameters (SpyNet's iters) would load silently into the
+    # wrong architecture, so the recorded ones are compared first.
+    for key, want in config.get("model", {}).items():
+        have = getattr(flow, key, None)
+        have = list(have) if isinstance(have, tuple) else have
+        want = list(want) if isinstance(want, tuple) else want
+        if have != want:
+            raise InputError(
+                f"{path} was trained with {key}={want}, this model has {key}={have}"
+            )
+    try:
+        flow.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as err:
+        raise InputError(f"{path} does not fit this model: {err}") from None
 
 
 class FlowEstimator(nn.Module):

@@ -83,6 +83,7 @@ class SpyNet(FlowEstimator):
         u   = 2 * upsample(v_{k+1})          (flow in level-k pixels)
         r~  = backward_warp(ref_k, u)
         v_k = u + G_k([cur_k, r~, u, LK(cur_k, r~)])   (G_k: 5-conv net -> 2 ch)
+        (repeated iters[k] times: u = v_k, re-warp, correct again)
     return v_0                               (B x 2 x H x W, px)
     ```
 
@@ -113,6 +114,11 @@ class SpyNet(FlowEstimator):
         kernel: conv kernel size.
         lk_window: box size of the Lucas-Kanade input; 0 leaves it out (the
             paper's 8-channel input).
+        iters: passes of each level's net (one count for all levels, or one
+            per level, finest first): each pass re-warps the reference with the
+            flow so far and adds the net's correction, a learned Gauss-Newton
+            iteration. 1 is the paper's single pass. Extra passes are cheap at
+            the coarse levels (a stride-16 level costs 1/256 of the finest).
     """
 
     output_stride = 1
@@ -123,11 +129,18 @@ class SpyNet(FlowEstimator):
         widths: tuple[int, ...] = (24, 48, 24, 12),
         kernel: int = 5,
         lk_window: int = 5,
+        iters: int | tuple[int, ...] = 1,
     ) -> None:
         super().__init__()
         if levels < 1:
             raise ValueError(f"levels must be >= 1, got {levels}")
+        iters = (iters,) * levels if isinstance(iters, int) else tuple(iters)
+        if len(iters) != levels or min(iters) < 1:
+            raise ValueError(
+                f"iters must be one count >= 1 per level ({levels}), got {iters}"
+            )
         self.levels = levels
+        self.iters = iters
         self.pad_multiple = 2 ** (levels - 1)
         self.lk_window = lk_window
         inputs = 8 + (3 if lk_window > 0 else 0)
@@ -182,11 +195,12 @@ class SpyNet(FlowEstimator):
                         mode="bilinear",
                         align_corners=False,
                     )
-            warped = backward_warp(refs[k], flow)
-            x = [curs[k], warped, flow]
-            if self.lk_window > 0:
-                x.append(lucas_kanade_step(curs[k], warped, self.lk_window))
-            flow = flow + self.nets[k](torch.cat(x, dim=1))
+            for _ in range(self.iters[k]):
+                warped = backward_warp(refs[k], flow)
+                x = [curs[k], warped, flow]
+                if self.lk_window > 0:
+                    x.append(lucas_kanade_step(curs[k], warped, self.lk_window))
+                flow = flow + self.nets[k](torch.cat(x, dim=1))
             out.append((flow, 2**k))
         return out
 

@@ -32,7 +32,7 @@ import yaml
 
 from dvc_common import InputError, fixed_threads
 
-from .base import build_flow, load_flow_weights
+from .base import build_flow
 from .synthetic import SyntheticFlow, heldout_set, natural_images
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -121,6 +121,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--levels", type=int, default=None, help="pyramid levels of a new model"
     )
+    p.add_argument(
+        "--iters",
+        type=int,
+        nargs="+",
+        default=None,
+        help="passes of each level net of a new spynet, finest level first",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument(
@@ -151,9 +158,14 @@ def _train(args: argparse.Namespace) -> dict:
     log_path, cfg_path = out.with_suffix(".csv"), out.with_suffix(".yaml")
     data = args.data or _default_data()
 
-    model = build_flow(
-        args.flow, **({} if args.levels is None else {"levels": args.levels})
-    )
+    kwargs = {} if args.levels is None else {"levels": args.levels}
+    if args.iters is not None:
+        kwargs["iters"] = args.iters[0] if len(args.iters) == 1 else tuple(args.iters)
+    if args.init is not None and not args.init.is_file():
+        raise InputError(f"--init: no checkpoint at {args.init}")
+    # --init also gives the architecture (recorded in its checkpoint); a resumed
+    # run then loads its own state over those weights.
+    model = build_flow(args.flow, weights=args.init, **kwargs)
     if not model.differentiable or not hasattr(model, "flow_pyramid"):
         raise InputError(f"flow {args.flow!r} is not a trainable estimator")
     if args.level is not None:
@@ -166,10 +178,6 @@ def _train(args: argparse.Namespace) -> dict:
         nets[args.level].requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     resume = state_path.is_file()
-    if args.init is not None and not resume:  # --init starts a new run only
-        if not args.init.is_file():
-            raise InputError(f"--init: no checkpoint at {args.init}")
-        load_flow_weights(model, args.init)
     model.to(args.device)
     opt = torch.optim.Adam(params, lr=args.lr)
     step = 0
@@ -194,9 +202,14 @@ def _train(args: argparse.Namespace) -> dict:
         max_shift=args.max_shift,
         static=args.static,
     )
+    arch = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in vars(model).items()
+        if k in ("levels", "lk_window", "iters")
+    }
     config = {
         "flow": args.flow,
-        "model": {k: v for k, v in vars(model).items() if k in ("levels", "lk_window")},
+        "model": arch,
         "params": sum(p.numel() for p in model.parameters()),
         "train": {
             "steps": args.steps,
@@ -232,7 +245,7 @@ def _train(args: argparse.Namespace) -> dict:
     def save(final: dict | None = None) -> None:
         blob = {
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "config": {"flow": args.flow, "step": step},
+            "config": {"flow": args.flow, "step": step, "model": arch},
         }
         _atomic_save(blob, out)
         _atomic_save(

@@ -320,3 +320,21 @@ def test_shipped_weights_are_small_and_documented(name):
         pytest.skip(f"no shipped weights for {name}")
     assert path.stat().st_size < 3 * 2**20
     assert path.with_suffix(".yaml").is_file() and path.with_suffix(".csv").is_file()
+
+
+def test_checkpoint_records_its_architecture(tmp_path):
+    """A spynet checkpoint loads by path alone; a contradicting setting is refused."""
+    from flows.train import main
+
+    out = tmp_path / "iter.pth"
+    main(["--flow", "spynet", "--levels", "3", "--iters", "1", "2", "3",
+          "--steps", "1", "--crop", "32", "--batch", "2", "--heldout", "0",
+          "--data", str(tmp_path / "none"), "--out", str(out)])  # fmt: skip
+    flow = build_flow("spynet", weights=out)
+    assert flow.levels == 3 and flow.iters == (1, 2, 3)
+    with pytest.raises(InputError, match="iters"):
+        build_flow("spynet", weights=out, iters=1)
+    with pytest.raises(InputError, match="not 'pwcnet'"):
+        build_flow("pwcnet", weights=out)
+    with pytest.raises(ValueError, match="iters"):
+        build_flow("spynet", levels=3, iters=(1, 2))
