@@ -338,3 +338,19 @@ def test_checkpoint_records_its_architecture(tmp_path):
         build_flow("pwcnet", weights=out)
     with pytest.raises(ValueError, match="iters"):
         build_flow("spynet", levels=3, iters=(1, 2))
+
+
+def test_spynet_resume_point_loads_with_its_architecture(astronaut):
+    """The committed (not shipped) spynet run loads by path with its own iters
+    and already warps ``ref`` onto ``cur`` for a shift it was not tuned on."""
+    from pathlib import Path
+
+    path = Path(default_weights("spynet")).parent / "partial" / "spynet_iters.pth"
+    if not path.is_file():
+        pytest.skip("no spynet resume point")
+    flow = build_flow("spynet", weights=path).eval()
+    assert flow.iters == (1, 1, 2, 3, 3)
+    cur, ref = _shifted_pair(astronaut, 7, 3, 96, 128)
+    with torch.no_grad():
+        v = flow(cur[None], ref[None])[0, :, 16:-16, 16:-16]
+    assert (v - torch.tensor([7.0, 3.0]).view(2, 1, 1)).norm(dim=0).mean() < 1.0
