@@ -59,25 +59,39 @@ def build_flow(
             ``kwargs`` default to, so it loads without repeating them.
     """
     _discover()
-    loaded = None
+    checkpoint = None
     if weights is not None:
         path = default_weights(name) if weights == "default" else Path(weights)
-        loaded = path, *read_flow_checkpoint(path)
-        trained_as = loaded[2].get("flow", name)
+        state, config = _read_checkpoint(path)
+        trained_as = config.get("flow", name)
         if trained_as != name:
             raise InputError(f"{path} holds {trained_as!r} weights, not {name!r}")
-        kwargs = {**loaded[2].get("model", {}), **kwargs}
+        kwargs = {**config.get("model", {}), **kwargs}
+        checkpoint = path, state, config
     flow = _FLOWS.build(name, **kwargs)
     flow.registry_name = name
-    if loaded is not None:
-        _load_state(flow, *loaded)
+    if checkpoint is not None:
+        _load_state(flow, *checkpoint)
     return flow
 
 
-def read_flow_checkpoint(path: str | Path) -> tuple[dict, dict]:
+#: Constructor settings that a checkpoint records beside its weights.
+_ARCHITECTURE_KEYS = ("levels", "lk_window", "iters")
+
+
+def flow_architecture(flow: nn.Module) -> dict:
+    """The settings of ``flow`` a checkpoint records (tuples as lists, as a
+    checkpoint or a yaml file gives them back)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in vars(flow).items()
+        if k in _ARCHITECTURE_KEYS
+    }
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, dict]:
     """``(state_dict, config)`` of a checkpoint of ``flows.train`` (or a bare
     state dict, whose config is empty)."""
-    path = Path(path)
     if not path.is_file():
         raise InputError(f"flow weights not found: {path}")
     blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -90,19 +104,19 @@ def read_flow_checkpoint(path: str | Path) -> tuple[dict, dict]:
 
 def load_flow_weights(flow: nn.Module, path: str | Path) -> None:
     """Load a checkpoint of ``flows.train`` (or a bare state dict) into ``flow``."""
-    _load_state(flow, Path(path), *read_flow_checkpoint(path))
+    path = Path(path)
+    _load_state(flow, path, *_read_checkpoint(path))
 
 
 def _load_state(flow: nn.Module, path: Path, state: dict, config: dict) -> None:
     # Settings without parameters (SpyNet's iters) would load silently into the
     # wrong architecture, so the recorded ones are compared first.
+    have = flow_architecture(flow)
     for key, want in config.get("model", {}).items():
-        have = getattr(flow, key, None)
-        have = list(have) if isinstance(have, tuple) else have
-        want = list(want) if isinstance(want, tuple) else want
-        if have != want:
+        if have.get(key) != want:
             raise InputError(
-                f"{path} was trained with {key}={want}, this model has {key}={have}"
+                f"{path} was trained with {key}={want}, "
+                f"this model has {key}={have.get(key)}"
             )
     try:
         flow.load_state_dict({k: v.float() for k, v in state.items()})

@@ -32,7 +32,7 @@ import yaml
 
 from dvc_common import InputError, fixed_threads
 
-from .base import build_flow
+from .base import build_flow, flow_architecture
 from .synthetic import SyntheticFlow, heldout_set, natural_images
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -202,11 +202,7 @@ def _train(args: argparse.Namespace) -> dict:
         max_shift=args.max_shift,
         static=args.static,
     )
-    arch = {
-        k: list(v) if isinstance(v, tuple) else v
-        for k, v in vars(model).items()
-        if k in ("levels", "lk_window", "iters")
-    }
+    arch = flow_architecture(model)
     config = {
         "flow": args.flow,
         "model": arch,

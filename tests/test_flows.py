@@ -343,9 +343,7 @@ def test_checkpoint_records_its_architecture(tmp_path):
 def test_spynet_resume_point_loads_with_its_architecture(astronaut):
     """The committed (not shipped) spynet run loads by path with its own iters
     and already warps ``ref`` onto ``cur`` for a shift it was not tuned on."""
-    from pathlib import Path
-
-    path = Path(default_weights("spynet")).parent / "partial" / "spynet_iters.pth"
+    path = default_weights("spynet").parent / "partial" / "spynet_iters.pth"
     if not path.is_file():
         pytest.skip("no spynet resume point")
     flow = build_flow("spynet", weights=path).eval()
