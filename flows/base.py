@@ -76,7 +76,7 @@ def build_flow(
 
 
 #: Constructor settings that a checkpoint records beside its weights.
-_ARCHITECTURE_KEYS = ("levels", "lk_window", "iters")
+_ARCHITECTURE_KEYS = ("levels", "lk_window", "iters", "fill_sigma", "fill_tau")
 
 
 def flow_architecture(flow: nn.Module) -> dict:

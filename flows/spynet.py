@@ -43,6 +43,49 @@ def lucas_kanade_step(
     return torch.cat([step.clamp(-3.0, 3.0), torch.log(det[:, None] + 1e-8) / 10], 1)
 
 
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur, replicate borders (the pad may exceed the size)."""
+    r = max(1, int(3 * sigma + 0.5))
+    taps = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(taps**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (r, r, 0, 0), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = F.pad(x, (0, 0, r, r), mode="replicate")
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def flow_confidence(image: torch.Tensor, tau: float, window: int = 5) -> torch.Tensor:
+    """How well a frame's own texture pins the flow down, per pixel, in [0, 1).
+
+    The smaller eigenvalue ``m`` of the grey level's structure tensor over a
+    ``window`` x ``window`` box, as ``m / (m + tau)``: near 0 where the box is
+    flat or holds a single edge (the aperture problem: only the flow across the
+    edge is observable), near 1 where it has texture in two directions.
+    """
+    g = F.pad(image.mean(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
+    ix = 0.5 * (g[..., 1:-1, 2:] - g[..., 1:-1, :-2])
+    iy = 0.5 * (g[..., 2:, 1:-1] - g[..., :-2, 1:-1])
+    t = torch.cat([ix * ix, iy * iy, ix * iy], dim=1)
+    half = window // 2
+    a, d, b = F.avg_pool2d(F.pad(t, (half,) * 4, mode="replicate"), window, 1).unbind(1)
+    m = (0.5 * (a + d) - torch.sqrt(0.25 * (a - d) ** 2 + b * b + 1e-12)).clamp_min(0)
+    return (m / (m + tau))[:, None]
+
+
+def confidence_fill(
+    flow: torch.Tensor, confidence: torch.Tensor, sigma: float
+) -> torch.Tensor:
+    """Replace the flow where ``confidence`` is low by the confidence-weighted
+    Gaussian average (normalised convolution, ``sigma`` in grid cells) of its
+    surroundings; keep it where confidence is high."""
+    around = _gaussian_blur(flow * confidence, sigma) / (
+        _gaussian_blur(confidence, sigma) + 1e-6
+    )
+    return confidence * flow + (1 - confidence) * around
+
+
 class _LevelNet(nn.Module):
     """One pyramid level: ``[cur, warped ref, flow, LK step]`` (8 or 11 ch) ->
     residual flow."""
@@ -83,6 +126,7 @@ class SpyNet(FlowEstimator):
         u   = 2 * upsample(v_{k+1})          (flow in level-k pixels)
         r~  = backward_warp(ref_k, u)
         v_k = u + G_k([cur_k, r~, u, LK(cur_k, r~)])   (G_k: 5-conv net -> 2 ch)
+        v_k = fill(v_k, confidence(cur_k))   (where fill_sigma[k] > 0)
         (repeated iters[k] times: u = v_k, re-warp, correct again)
     return v_0                               (B x 2 x H x W, px)
     ```
@@ -103,6 +147,17 @@ class SpyNet(FlowEstimator):
     steps). The net still decides the flow: the step
     is an input, not added to the output.
 
+    Confidence fill (ours, ``fill_sigma``): after each pass of a level with
+    ``fill_sigma[k] > 0``, where ``cur_k``'s structure tensor is nearly
+    singular (flat, or a single edge: :func:`flow_confidence`) the flow is
+    replaced by the confidence-weighted Gaussian average of its surroundings
+    (:func:`confidence_fill`), the job a variational method's smoothness term
+    does. Average pooling flattens fine texture (wood grain, say) at the coarse
+    levels, whose nets then read zero motion there, and the finer levels cannot
+    correct a 12 px error; without the fill that was most of the error of our
+    trained levels on such content (docs/training.md). It has no parameters and
+    is off by default (a checkpoint records its settings).
+
     Training (``flows.train``): level by level as in the paper (``--level K``:
     train level K with the coarser ones fixed, then the next finer one), or all
     levels at once with a multi-scale loss and, early on, the perturbed ground
@@ -119,6 +174,11 @@ class SpyNet(FlowEstimator):
             flow so far and adds the net's correction, a learned Gauss-Newton
             iteration. 1 is the paper's single pass. Extra passes are cheap at
             the coarse levels (a stride-16 level costs 1/256 of the finest).
+        fill_sigma: the confidence fill's Gaussian sigma in cells of each level
+            (one value for all, or one per level, finest first); 0 turns it off.
+            It reaches 3 sigma.
+        fill_tau: the structure-tensor eigenvalue (of the normalised grey
+            level) at which the confidence is one half.
     """
 
     output_stride = 1
@@ -130,6 +190,8 @@ class SpyNet(FlowEstimator):
         kernel: int = 5,
         lk_window: int = 5,
         iters: int | tuple[int, ...] = 1,
+        fill_sigma: float | tuple[float, ...] = 0.0,
+        fill_tau: float = 10.0,
     ) -> None:
         super().__init__()
         if levels < 1:
@@ -139,8 +201,18 @@ class SpyNet(FlowEstimator):
             raise ValueError(
                 f"iters must be one count >= 1 per level ({levels}), got {iters}"
             )
+        if isinstance(fill_sigma, (int, float)):
+            fill_sigma = (fill_sigma,) * levels
+        sig = tuple(float(v) for v in fill_sigma)
+        if len(sig) != levels or min(sig) < 0 or fill_tau <= 0:
+            raise ValueError(
+                f"fill_sigma must be one value >= 0 per level ({levels}) and "
+                f"fill_tau > 0, got {fill_sigma}, {fill_tau}"
+            )
         self.levels = levels
         self.iters = iters
+        self.fill_sigma = sig
+        self.fill_tau = float(fill_tau)
         self.pad_multiple = 2 ** (levels - 1)
         self.lk_window = lk_window
         inputs = 8 + (3 if lk_window > 0 else 0)
@@ -195,12 +267,17 @@ class SpyNet(FlowEstimator):
                         mode="bilinear",
                         align_corners=False,
                     )
+            sigma = self.fill_sigma[k]
+            if sigma > 0:
+                conf = flow_confidence(curs[k].detach(), self.fill_tau)
             for _ in range(self.iters[k]):
                 warped = backward_warp(refs[k], flow)
                 x = [curs[k], warped, flow]
                 if self.lk_window > 0:
                     x.append(lucas_kanade_step(curs[k], warped, self.lk_window))
                 flow = flow + self.nets[k](torch.cat(x, dim=1))
+                if sigma > 0:
+                    flow = confidence_fill(flow, conf, sigma)
             out.append((flow, 2**k))
         return out
 

@@ -128,6 +128,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="passes of each level net of a new spynet, finest level first",
     )
+    p.add_argument(
+        "--fill-sigma",
+        type=float,
+        nargs="+",
+        default=None,
+        help="spynet's confidence fill: Gaussian sigma (level cells) of each "
+        "level, finest first (0: off); may be added to an --init checkpoint",
+    )
+    p.add_argument(
+        "--fill-tau", type=float, default=None, help="spynet's confidence scale"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument(
@@ -161,6 +172,11 @@ def _train(args: argparse.Namespace) -> dict:
     kwargs = {} if args.levels is None else {"levels": args.levels}
     if args.iters is not None:
         kwargs["iters"] = args.iters[0] if len(args.iters) == 1 else tuple(args.iters)
+    if args.fill_sigma is not None:
+        sig = args.fill_sigma
+        kwargs["fill_sigma"] = sig[0] if len(sig) == 1 else tuple(sig)
+    if args.fill_tau is not None:
+        kwargs["fill_tau"] = args.fill_tau
     if args.init is not None and not args.init.is_file():
         raise InputError(f"--init: no checkpoint at {args.init}")
     # --init also gives the architecture (recorded in its checkpoint); a resumed

@@ -16,7 +16,7 @@ import torch
 from dvc_common import InputError
 from flows import backward_warp, build_flow, default_weights, list_flows
 from flows.correlation import correlation, extension_available
-from flows.spynet import lucas_kanade_step
+from flows.spynet import confidence_fill, flow_confidence, lucas_kanade_step
 from flows.synthetic import SyntheticFlow, skimage_image
 
 FLOWS = list_flows()
@@ -170,6 +170,26 @@ def test_lucas_kanade_step_recovers_a_subpixel_shift(astronaut):
     same = lucas_kanade_step(ref, ref.clone(), 5)
     assert same.shape == (1, 3, 128, 128) and torch.isfinite(same).all()
     assert same[:, :2].abs().max() == 0
+
+
+def test_confidence_fill_takes_flow_from_textured_neighbours():
+    """SpyNet's fill: flat boxes and single edges get their flow from the
+    textured surroundings; textured ones keep their own."""
+    torch.manual_seed(0)
+    img = torch.rand(1, 3, 32, 64)
+    img[..., 44:] = 0.5  # flat strip on the right
+    edge = torch.zeros(1, 3, 32, 32)
+    edge[..., 16:] = 1.0  # one vertical edge: the aperture problem
+    conf = flow_confidence(img, tau=1e-3)
+    assert conf[..., 4:-4, 4:36].min() > 0.5 and conf[..., 48:].max() == 0
+    assert flow_confidence(edge, tau=1e-3).max() < 1e-3
+    flow = torch.zeros(1, 2, 32, 64)
+    flow[:, 0, :, :48], flow[:, 1, :, :48] = 3.0, -2.0  # the flat part reads 0: wrong
+    filled = confidence_fill(flow, conf, sigma=8.0)  # reaches 3 sigma: 24 px
+    want = torch.tensor([3.0, -2.0]).view(1, 2, 1, 1)
+    assert (filled[..., 4:-4, 4:36] - want).abs().max() < 0.1
+    assert (filled[..., 48:] - want).abs().max() < 0.05
+    assert torch.equal(confidence_fill(flow, torch.ones_like(conf), 6.0), flow)
 
 
 def _naive_correlation(f1, f2, d):
@@ -328,27 +348,17 @@ def test_checkpoint_records_its_architecture(tmp_path):
 
     out = tmp_path / "iter.pth"
     main(["--flow", "spynet", "--levels", "3", "--iters", "1", "2", "3",
+          "--fill-sigma", "0", "2", "4", "--fill-tau", "3",
           "--steps", "1", "--crop", "32", "--batch", "2", "--heldout", "0",
           "--data", str(tmp_path / "none"), "--out", str(out)])  # fmt: skip
     flow = build_flow("spynet", weights=out)
     assert flow.levels == 3 and flow.iters == (1, 2, 3)
+    assert flow.fill_sigma == (0.0, 2.0, 4.0) and flow.fill_tau == 3.0
     with pytest.raises(InputError, match="iters"):
         build_flow("spynet", weights=out, iters=1)
+    with pytest.raises(InputError, match="fill_sigma"):
+        build_flow("spynet", weights=out, fill_sigma=0.0)
     with pytest.raises(InputError, match="not 'pwcnet'"):
         build_flow("pwcnet", weights=out)
     with pytest.raises(ValueError, match="iters"):
         build_flow("spynet", levels=3, iters=(1, 2))
-
-
-def test_spynet_resume_point_loads_with_its_architecture(astronaut):
-    """The committed (not shipped) spynet run loads by path with its own iters
-    and already warps ``ref`` onto ``cur`` for a shift it was not tuned on."""
-    path = default_weights("spynet").parent / "partial" / "spynet_iters.pth"
-    if not path.is_file():
-        pytest.skip("no spynet resume point")
-    flow = build_flow("spynet", weights=path).eval()
-    assert flow.iters == (1, 1, 2, 3, 3)
-    cur, ref = _shifted_pair(astronaut, 7, 3, 96, 128)
-    with torch.no_grad():
-        v = flow(cur[None], ref[None])[0, :, 16:-16, 16:-16]
-    assert (v - torch.tensor([7.0, 3.0]).view(2, 1, 1)).norm(dim=0).mean() < 1.0
