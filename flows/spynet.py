@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -77,11 +79,16 @@ def flow_confidence(image: torch.Tensor, tau: float, window: int = 5) -> torch.T
 def confidence_fill(
     flow: torch.Tensor, confidence: torch.Tensor, sigma: float
 ) -> torch.Tensor:
-    """Replace the flow where ``confidence`` is low by the confidence-weighted
-    Gaussian average (normalised convolution, ``sigma`` in grid cells) of its
-    surroundings; keep it where confidence is high."""
-    around = _gaussian_blur(flow * confidence, sigma) / (
-        _gaussian_blur(confidence, sigma) + 1e-6
+    """Blend the flow, in proportion to ``1 - confidence``, towards the
+    confidence-weighted Gaussian average (normalised convolution, ``sigma`` in
+    grid cells) of its surroundings.
+
+    Where no confident pixel lies within reach (3 sigma) the average falls back
+    to the flow itself: nothing is known there that the net did not say.
+    """
+    eps = 1e-6
+    around = (_gaussian_blur(flow * confidence, sigma) + eps * flow) / (
+        _gaussian_blur(confidence, sigma) + eps
     )
     return confidence * flow + (1 - confidence) * around
 
@@ -150,7 +157,7 @@ class SpyNet(FlowEstimator):
     Confidence fill (ours, ``fill_sigma``): after each pass of a level with
     ``fill_sigma[k] > 0``, where ``cur_k``'s structure tensor is nearly
     singular (flat, or a single edge: :func:`flow_confidence`) the flow is
-    replaced by the confidence-weighted Gaussian average of its surroundings
+    blended towards the confidence-weighted Gaussian average of its surroundings
     (:func:`confidence_fill`), the job a variational method's smoothness term
     does. Average pooling flattens fine texture (wood grain, say) at the coarse
     levels, whose nets then read zero motion there, and the finer levels cannot
@@ -201,13 +208,16 @@ class SpyNet(FlowEstimator):
             raise ValueError(
                 f"iters must be one count >= 1 per level ({levels}), got {iters}"
             )
+        if isinstance(fill_sigma, bool) or isinstance(fill_tau, bool):
+            raise ValueError("fill_sigma and fill_tau are numbers, not flags")
         if isinstance(fill_sigma, (int, float)):
             fill_sigma = (fill_sigma,) * levels
         sig = tuple(float(v) for v in fill_sigma)
-        if len(sig) != levels or min(sig) < 0 or fill_tau <= 0:
+        finite = all(math.isfinite(v) for v in (*sig, float(fill_tau)))
+        if len(sig) != levels or not finite or min(sig) < 0 or fill_tau <= 0:
             raise ValueError(
-                f"fill_sigma must be one value >= 0 per level ({levels}) and "
-                f"fill_tau > 0, got {fill_sigma}, {fill_tau}"
+                f"fill_sigma must be one finite value >= 0 per level ({levels}) "
+                f"and fill_tau finite and > 0, got {fill_sigma}, {fill_tau}"
             )
         self.levels = levels
         self.iters = iters
@@ -269,6 +279,8 @@ class SpyNet(FlowEstimator):
                     )
             sigma = self.fill_sigma[k]
             if sigma > 0:
+                # A weight, not an estimate: no gradient into the frames through
+                # it (the square root's gradient blows up at flat boxes).
                 conf = flow_confidence(curs[k].detach(), self.fill_tau)
             for _ in range(self.iters[k]):
                 warped = backward_warp(refs[k], flow)

@@ -1,6 +1,6 @@
 """Supervised training of the learned flows on synthetic-motion pairs.
 
-``python -m flows.train --flow spynet --steps 2000 --out flows/weights/spynet.pth``
+``python -m flows.train --flow spynet --steps 2000 --out runs/flows/spynet.pth``
 
 Loss: multi-scale end-point error. Every level ``k`` of the estimator's
 pyramid (stride ``s_k``) is compared with the ground truth average-pooled by
@@ -134,7 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=None,
         help="spynet's confidence fill: Gaussian sigma (level cells) of each "
-        "level, finest first (0: off); may be added to an --init checkpoint",
+        "level, finest first (0: off); a checkpoint records it, so with --init "
+        "only one saved before these settings existed takes a new value",
     )
     p.add_argument(
         "--fill-tau", type=float, default=None, help="spynet's confidence scale"

@@ -190,6 +190,39 @@ def test_confidence_fill_takes_flow_from_textured_neighbours():
     assert (filled[..., 4:-4, 4:36] - want).abs().max() < 0.1
     assert (filled[..., 48:] - want).abs().max() < 0.05
     assert torch.equal(confidence_fill(flow, torch.ones_like(conf), 6.0), flow)
+    # Nothing confident in reach: the flow stays as it was (not pulled to zero).
+    assert torch.allclose(confidence_fill(flow, torch.zeros_like(conf), 6.0), flow)
+
+
+def test_spynet_fill_in_the_pyramid():
+    """The fill runs inside the pyramid at odd sizes, keeps gradients finite,
+    acts at the levels it is set for and no others, and refuses bad settings."""
+    torch.manual_seed(0)
+    off = build_flow("spynet")
+    for level in off.nets:  # random, non-zero corrections at every level
+        torch.nn.init.normal_(level.net[-1].weight, std=0.05)
+    on, finest = (
+        build_flow("spynet", fill_sigma=sig, fill_tau=3)
+        for sig in ((0, 0, 5, 8, 8), (4, 0, 0, 0, 0))
+    )
+    on.load_state_dict(off.state_dict())
+    finest.load_state_dict(off.state_dict())
+    cur = torch.rand(2, 3, 37, 53, requires_grad=True)
+    ref = torch.rand(2, 3, 37, 53)
+    v = on(cur, ref)
+    assert v.shape == (2, 2, 37, 53)
+    v.square().mean().backward()
+    assert torch.isfinite(cur.grad).all() and cur.grad.abs().sum() > 0
+    with torch.no_grad():
+        pyramids = [f.flow_pyramid(cur[:, :, :32, :48], ref[:, :, :32, :48])
+                    for f in (off, on, finest)]  # fmt: skip
+    (a, _), (b, _), (c, _) = (p[0] for p in pyramids)  # stride 16
+    assert not torch.allclose(a, b) and torch.equal(a, c)
+    assert not torch.allclose(pyramids[0][-1][0], pyramids[2][-1][0])
+    for bad in ({"fill_sigma": float("nan")}, {"fill_sigma": float("inf")},
+                {"fill_tau": 0.0}, {"fill_sigma": True}, {"fill_sigma": (1, 2)}):  # fmt: skip
+        with pytest.raises(ValueError, match="fill"):
+            build_flow("spynet", **bad)
 
 
 def _naive_correlation(f1, f2, d):
