@@ -16,6 +16,21 @@ _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
+def _gradients(grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences (x, y) of a ``B x 1 x H x W`` image, replicate borders."""
+    g = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    return (
+        0.5 * (g[..., 1:-1, 2:] - g[..., 1:-1, :-2]),
+        0.5 * (g[..., 2:, 1:-1] - g[..., :-2, 1:-1]),
+    )
+
+
+def _box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over a ``window`` x ``window`` box around each pixel, same size."""
+    half = window // 2
+    return F.avg_pool2d(F.pad(x, (half,) * 4, mode="replicate"), window, 1)
+
+
 def lucas_kanade_step(
     cur: torch.Tensor, warped: torch.Tensor, window: int, damping: float = 1e-3
 ) -> torch.Tensor:
@@ -31,14 +46,10 @@ def lucas_kanade_step(
         ``log(det + 1e-8) / 10``, how well the window constrains it.
     """
     g_cur, g_warp = cur.mean(1, keepdim=True), warped.mean(1, keepdim=True)
-    avg = F.pad(0.5 * (g_cur + g_warp), (1, 1, 1, 1), mode="replicate")
-    ix = 0.5 * (avg[..., 1:-1, 2:] - avg[..., 1:-1, :-2])
-    iy = 0.5 * (avg[..., 2:, 1:-1] - avg[..., :-2, 1:-1])
+    ix, iy = _gradients(0.5 * (g_cur + g_warp))
     it = g_cur - g_warp
     terms = torch.cat([ix * it, iy * it, ix * ix, iy * iy, ix * iy], dim=1)
-    half = window // 2
-    terms = F.avg_pool2d(F.pad(terms, (half,) * 4, mode="replicate"), window, 1)
-    bx, by, a, d, b = terms.unbind(1)
+    bx, by, a, d, b = _box_mean(terms, window).unbind(1)
     a, d = a + damping, d + damping
     det = a * d - b * b  # > 0: a d >= b^2 by Cauchy-Schwarz, plus the damping
     step = torch.stack([d * bx - b * by, a * by - b * bx], dim=1) / det[:, None]
@@ -66,12 +77,8 @@ def flow_confidence(image: torch.Tensor, tau: float, window: int = 5) -> torch.T
     flat or holds a single edge (the aperture problem: only the flow across the
     edge is observable), near 1 where it has texture in two directions.
     """
-    g = F.pad(image.mean(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
-    ix = 0.5 * (g[..., 1:-1, 2:] - g[..., 1:-1, :-2])
-    iy = 0.5 * (g[..., 2:, 1:-1] - g[..., :-2, 1:-1])
-    t = torch.cat([ix * ix, iy * iy, ix * iy], dim=1)
-    half = window // 2
-    a, d, b = F.avg_pool2d(F.pad(t, (half,) * 4, mode="replicate"), window, 1).unbind(1)
+    ix, iy = _gradients(image.mean(1, keepdim=True))
+    a, d, b = _box_mean(torch.cat([ix * ix, iy * iy, ix * iy], dim=1), window).unbind(1)
     m = (0.5 * (a + d) - torch.sqrt(0.25 * (a - d) ** 2 + b * b + 1e-12)).clamp_min(0)
     return (m / (m + tau))[:, None]
 
@@ -87,9 +94,9 @@ def confidence_fill(
     to the flow itself: nothing is known there that the net did not say.
     """
     eps = 1e-6
-    around = (_gaussian_blur(flow * confidence, sigma) + eps * flow) / (
-        _gaussian_blur(confidence, sigma) + eps
-    )
+    # One blur of [flow * c, c]: the weighted sum and its weights together.
+    blurred = _gaussian_blur(torch.cat([flow * confidence, confidence], 1), sigma)
+    around = (blurred[:, :-1] + eps * flow) / (blurred[:, -1:] + eps)
     return confidence * flow + (1 - confidence) * around
 
 

@@ -171,11 +171,11 @@ def _train(args: argparse.Namespace) -> dict:
     data = args.data or _default_data()
 
     kwargs = {} if args.levels is None else {"levels": args.levels}
-    if args.iters is not None:
-        kwargs["iters"] = args.iters[0] if len(args.iters) == 1 else tuple(args.iters)
-    if args.fill_sigma is not None:
-        sig = args.fill_sigma
-        kwargs["fill_sigma"] = sig[0] if len(sig) == 1 else tuple(sig)
+    # Per-level settings: one value means all levels, as the constructor reads it.
+    for key in ("iters", "fill_sigma"):
+        values = getattr(args, key)
+        if values is not None:
+            kwargs[key] = values[0] if len(values) == 1 else tuple(values)
     if args.fill_tau is not None:
         kwargs["fill_tau"] = args.fill_tau
     if args.init is not None and not args.init.is_file():
