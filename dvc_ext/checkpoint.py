@@ -81,6 +81,17 @@ def is_derived(key: str) -> bool:
     return key.rpartition(".")[2] in DERIVED_BUFFERS
 
 
+#: Buffers that hold constructor constants, not learned values: CompressAI's
+#: ``LowerBound.bound`` (the likelihood floor 1e-9, the scale floor 0.11, GDN's
+#: reparametrisation floors) and ``NonNegativeParametrizer.pedestal`` (2^-36).
+CONSTANT_BUFFERS = frozenset({"bound", "pedestal"})
+
+
+def is_constant(key: str) -> bool:
+    """True for a constructor constant (:data:`CONSTANT_BUFFERS`)."""
+    return key.rpartition(".")[2] in CONSTANT_BUFFERS
+
+
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     """Load and validate a checkpoint (``weights_only=True``).
 
@@ -142,8 +153,11 @@ def export_blob(
     if dtype not in ("float16", "bfloat16", "float32"):
         raise InputError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
     target = getattr(torch, dtype)
+    # Constants stay float32: in float16 the likelihood floor 1e-9 and GDN's
+    # pedestal underflow to 0, and a model fine-tuned from such a file can
+    # meet a likelihood of exactly 0 (infinite rate, a skipped step).
     state = {
-        k: v.to(target) if v.is_floating_point() else v
+        k: v.to(target) if v.is_floating_point() and not is_constant(k) else v
         for k, v in blob["state_dict"].items()
     }
     info = {**blob.get("meta", {}), **(meta or {}), "stored_dtype": dtype}

@@ -71,7 +71,9 @@ def lambda_ladder(
 
 def mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean squared error per batch element of ``B x C x H x W`` tensors."""
-    return F.mse_loss(x_hat, x, reduction="none").flatten(1).mean(1)
+    # float32 whatever the inputs: a bf16 x_hat from a mixed-precision forward
+    # meets a float32 target here.
+    return F.mse_loss(x_hat.float(), x.float(), reduction="none").flatten(1).mean(1)
 
 
 def psnr(mse_value: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
@@ -154,12 +156,21 @@ def ms_ssim(
 def distortion(
     x_hat: torch.Tensor, x: torch.Tensor, metric: str = "mse"
 ) -> torch.Tensor:
-    """``D`` per batch element: MSE, or ``1 - MS-SSIM``, of [0, 1] frames."""
-    if metric == "mse":
-        return mse(x_hat, x)
-    if metric == "ms-ssim":
+    """``D`` per batch element: MSE, or ``1 - MS-SSIM``, of [0, 1] frames.
+
+    Always computed in float32, autocast or not: a mean of small squared
+    differences (and MS-SSIM's blurred moments) would lose most of their
+    digits in bf16.
+    """
+    if metric not in METRICS:
+        raise InputError(
+            f"loss.metric must be one of {', '.join(METRICS)}, got {metric!r}"
+        )
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x_hat, x = x_hat.float(), x.float()
+        if metric == "mse":
+            return mse(x_hat, x)
         return 1.0 - ms_ssim(x_hat, x)
-    raise InputError(f"loss.metric must be one of {', '.join(METRICS)}, got {metric!r}")
 
 
 def bits(likelihoods: Mapping[str, torch.Tensor], prefix: str = "") -> torch.Tensor:

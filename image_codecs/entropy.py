@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder, RansEncoder
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.entropy_models import EntropyBottleneck as _EntropyBottleneck
+from compressai.entropy_models import GaussianConditional as _GaussianConditional
 from compressai.models.utils import update_registered_buffers
 from compressai.ops import LowerBound
 
@@ -41,6 +42,67 @@ __all__ = [
 
 #: Precision of the quantised CDFs; CompressAI's rANS coder is built for 16.
 PRECISION = 16
+
+
+def float32_region(*tensors: torch.Tensor):
+    """``(autocast off, tensors as float32)`` for code that must stay float32.
+
+    Mixed-precision training (``precision: bf16``) runs the transforms under
+    ``torch.autocast``; the likelihoods feed the rate term through ``-log2``,
+    where bf16's 8-bit mantissa would misstate small probabilities (a
+    likelihood of 1e-3 is off by up to 0.4 %, its bits by far more in sum), so
+    every entropy model computes in float32 whatever its caller runs in.
+    """
+    device = tensors[0].device.type if tensors else "cpu"
+    ctx = torch.autocast(device_type=device, enabled=False)
+    return ctx, tuple(
+        t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+        for t in tensors
+    )
+
+
+class EntropyBottleneck(_EntropyBottleneck):
+    """CompressAI's factorized prior, computed in float32 under autocast."""
+
+    def forward(
+        self, x: torch.Tensor, training: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx, (x,) = float32_region(x)
+        with ctx:
+            return super().forward(x, training)
+
+
+class GaussianConditional(_GaussianConditional):
+    """CompressAI's Gaussian conditional, computed in float32 under autocast."""
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        scales: torch.Tensor,
+        means: torch.Tensor | None = None,
+        training: bool | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx, (inputs, scales, means) = float32_region(inputs, scales, means)
+        with ctx:
+            return super().forward(inputs, scales, means, training)
+
+    def _likelihood(
+        self,
+        inputs: torch.Tensor,
+        scales: torch.Tensor,
+        means: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        ctx, (inputs, scales, means) = float32_region(inputs, scales, means)
+        with ctx:
+            return super()._likelihood(inputs, scales, means)
+
+    def quantize(
+        self, inputs: torch.Tensor, mode: str, means: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # bf16 holds integers exactly only up to 256: rounding must see float32.
+        ctx, (inputs, means) = float32_region(inputs, means)
+        with ctx:
+            return super().quantize(inputs, mode, means)
 
 
 def get_scale_table(
@@ -131,6 +193,19 @@ class GaussianMixtureConditional(nn.Module):
     ) -> torch.Tensor:
         """Probability mass of the integer-valued (or noisy) ``y_hat``."""
         self._check(y_hat, scales, means, weight_logits)
+        ctx, (y_hat, scales, means, weight_logits) = float32_region(
+            y_hat, scales, means, weight_logits
+        )
+        with ctx:
+            return self._mass(y_hat, scales, means, weight_logits)
+
+    def _mass(
+        self,
+        y_hat: torch.Tensor,
+        scales: torch.Tensor,
+        means: torch.Tensor,
+        weight_logits: torch.Tensor,
+    ) -> torch.Tensor:
         w = F.softmax(weight_logits, dim=1)
         s = self.lower_bound_scale(scales)
         v = y_hat.unsqueeze(1) - means
@@ -154,6 +229,7 @@ class GaussianMixtureConditional(nn.Module):
         """
         if training is None:
             training = self.training
+        y = y.float()
         if training:
             y_hat = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         else:

@@ -52,8 +52,12 @@ def quick_train(
     lr: float = 1e-3,
     lmbda: float | None = None,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> None:
     """Train ``model`` on random crops of ``data`` for ``steps`` steps.
+
+    ``precision="bf16"`` runs the forward under CPU bf16 autocast, as
+    ``dvc-ext train precision=bf16`` does.
 
     L = lambda * 255^2 * MSE + bpp, CompressAI's objective; with a variable-rate
     model each batch element draws a quality index and its lambda from
@@ -78,9 +82,10 @@ def quick_train(
         else:
             q = None
             lam = torch.full((batch,), LAMBDAS[2] if lmbda is None else lmbda)
-        out = model(x, quality=q)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x, quality=q)
         bpp = model.rate_bits(out["likelihoods"]) / (crop * crop)
-        mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
+        mse = F.mse_loss(out["x_hat"].float(), x, reduction="none").flatten(1).mean(1)
         loss = (lam * 255**2 * mse + bpp).mean()
         opt.zero_grad()
         loss.backward()

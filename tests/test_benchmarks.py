@@ -47,3 +47,30 @@ def test_codec_speed_runs_both_codecs(tmp_path):
     assert [r["codec"] for r in rows] == ["dvc-ext", "ssf2020"]
     assert rows[0]["trained"] and rows[0]["payload_bytes"] > 0
     assert rows[0]["encode_speed_vs_ssf2020"] > 0 and rows[1]["decode_fps"] > 0
+
+
+def test_train_speed_writes_json(tmp_path, shared_data):
+    out = tmp_path / "train_speed.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--data",
+           str(shared_data), "--stages", "image", "--models", "default", "--modes",
+           "bf16+channels_last", "--threads", "1", "--out", str(out)]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["stage"] == "image" and row["sec_per_step"] > 0, row
+
+
+def test_validate_codes_the_held_out_clips(tmp_path, shared_data):
+    """The campaign's validation: real files of held-out clips at every rate point
+    (here 2 vtest frames and GOP 2; the shipped model)."""
+    out = tmp_path / "val.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "validate.py"), "--data",
+           str(shared_data), "--vtest-frames", "2", "--gop", "2", "--checkpoint",
+           "default=default", "--out", str(out)]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())["results"]["default"]
+    bpps = [pt["bpp"] for pt in res["points"]]
+    assert bpps == sorted(bpps) and bpps[0] > 0
+    assert [c["frames"] for c in res["points"][0]["clips"]] == [7, 7, 2]
+    assert res["val_loss"] > 0

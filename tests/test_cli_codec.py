@@ -246,9 +246,25 @@ def test_exported_checkpoint_is_smaller_and_codes_bit_exact(tmp_path, clip, ckpt
     assert main(["export", str(ckpt), str(exported)]) == 0
     assert exported.stat().st_size < 0.6 * ckpt.stat().st_size
     blob = torch.load(exported, weights_only=True)
-    assert {v.dtype for v in blob["state_dict"].values() if v.is_floating_point()} == {
-        torch.float16
-    }
+    from dvc_ext.checkpoint import is_constant
+    from dvc_ext.training.model import build_video, load_weights
+
+    state = blob["state_dict"]
+    assert {v.dtype for k, v in state.items() if v.is_floating_point()
+            and not is_constant(k)} == {torch.float16}  # fmt: skip
+    # Constructor constants stay float32: in float16 the 1e-9 likelihood floor
+    # would be 0 (an infinite rate for a model fine-tuned from the file).
+    floor = [v for k, v in state.items() if k.endswith("likelihood_lower_bound.bound")]
+    assert floor and all(v.dtype == torch.float32 and v.item() > 0 for v in floor)
+    # Training from a file that stored them as 0 (the first exports) gets the
+    # model's own constants back.
+    zeroed = {k: (v * 0 if k.endswith("likelihood_lower_bound.bound") else v)
+              for k, v in state.items()}  # fmt: skip
+    model = build_video(blob["config"])
+    load_weights(model, zeroed)
+    bounds = [m.likelihood_lower_bound.bound for m in model.modules()
+              if hasattr(m, "likelihood_lower_bound")]  # fmt: skip
+    assert bounds and all(float(b) == pytest.approx(1e-9) for b in bounds)
     frames = [f.rgb for f in open_video(clip).frames()][:3]
     enc = list(load_video_model(exported).model.encode(iter(frames), 1, intra_period=0))
     dec_model = load_video_model(exported, for_decoding=True).model

@@ -215,9 +215,12 @@ def test_video_file_errors(tmp_path):
 def test_shared_videos(shared_data, tmp_path):
     root = shared_data / "train" / "videos"
     src = video_sources(root, "train", 0.1, cache_dir=tmp_path, max_frames=30)
-    assert sorted(s.name for s in src) == ["carphone_pristine.mp4", "vtest.avi"]
+    names = sorted(p.name for p in root.iterdir() if p.suffix in (".avi", ".mp4"))
+    assert sorted(s.name for s in src) == names  # every video, each one source
+    assert {"carphone_pristine.mp4", "vtest.avi"} <= set(names)
+    n = len(names)
     ds = FrameDataset(src, 2, crop=(128, 128))
-    assert len(ds) == 2 * (27 - 1)
+    assert len(ds) == n * (27 - 1)
     x = ds[(0, (1, 2, 3))]["frames"]
     assert x.shape == (2, 3, 128, 128)
     assert 0 < (x[0].float() - x[1].float()).abs().mean() < 40
@@ -228,7 +231,7 @@ def test_shared_videos(shared_data, tmp_path):
                               "max_frames": 30, "val_fraction": 0.1}}},
         2,
     )  # fmt: skip
-    assert len(mixed) == 84 + 52 and len(val) == 12 + 2 * 2
+    assert len(mixed) == 84 + n * 26 and len(val) == 12 + n * 2
 
 
 # -- images ---------------------------------------------------------------------------
@@ -295,3 +298,26 @@ def test_batches_do_not_depend_on_worker_count(tmp_path):
 
     a, b = batches(0), batches(2)
     assert len(a) == 4 and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_image_folder_downscale_and_repeat(tmp_path):
+    imgs = _frames(4, 120, 160, seed=5)
+    for i, im in enumerate(imgs):
+        _write_png(tmp_path / f"{i}.png", im)
+    cfg = {"name": "images", "root": str(tmp_path), "crop": 32, "val_fraction": 0.25,
+           "val_crop": 32, "downscale": 2, "repeat": 5}  # fmt: skip
+    train, val = build_datasets(cfg, 1, 32)
+    assert len(train) == 3 * 5 and len(val) == 1  # repeat is for training only
+    src = train.sources[0]
+    small = src.read(4)
+    assert small.shape == (60, 80, 3)
+    # Area averaging: each pixel is the mean of a 2x2 block of the original.
+    block = imgs[0][:2, :2].astype(np.float64).mean(axis=(0, 1))
+    assert np.abs(small[0, 0].astype(np.float64) - block).max() <= 1
+    a, b = train[(0, (0, 0, 0))]["frames"], train[(1, (0, 0, 1))]["frames"]
+    assert a.shape == (1, 3, 32, 32) and not torch.equal(a, b)  # own random crops
+    with pytest.raises(IndexError):
+        src.read(5)
+    for bad in ({"downscale": 0.5}, {"repeat": 0}):
+        with pytest.raises(InputError, match="dataset."):
+            build_datasets({**cfg, **bad}, 1, 32)

@@ -65,3 +65,41 @@ def test_wrong_parameter_shape_and_string_count():
         gmm.compress(y, s[:, :2], m, w)
     with pytest.raises(BitstreamError):
         gmm.decompress([b"x"], s, m, w)
+
+
+def test_entropy_models_compute_in_float32_under_autocast():
+    """Under bf16 autocast (mixed-precision training) every entropy model still
+    returns float32 likelihoods equal to the float32 computation on the same
+    (bf16-rounded) inputs: the rate term never sees bf16 arithmetic."""
+    from image_codecs.entropy import EntropyBottleneck
+
+    torch.manual_seed(0)
+    y = (torch.randn(2, 8, 6, 6) * 4).bfloat16()
+    scales = (torch.rand(2, 8, 6, 6) * 3 + 0.2).bfloat16()
+    means = torch.randn(2, 8, 6, 6).bfloat16()
+    K = 3
+    mix = [(torch.rand(2, K, 8, 6, 6) * 3 + 0.2), torch.randn(2, K, 8, 6, 6),
+           torch.randn(2, K, 8, 6, 6)]  # fmt: skip
+    eb, gc, gm = (
+        EntropyBottleneck(8),
+        GaussianConditional(None),
+        GaussianMixtureConditional(K),
+    )
+    for m in (eb, gc, gm):
+        m.eval()  # rounding, not noise: both runs see the same values
+    runs = []
+    for amp in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = [
+                eb(y)[1],
+                gc(y, scales, means)[1],
+                gm(y, *[p.bfloat16() for p in mix])[1],
+            ]
+        runs.append(out)
+    for a, b in zip(*runs):
+        assert a.dtype == torch.float32
+        assert torch.equal(a, b)
+    # The float32 path is not bf16 arithmetic in disguise.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = gc._standardized_cumulative(y.float().bfloat16() / 7)
+    assert low.dtype == torch.bfloat16

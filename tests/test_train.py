@@ -213,3 +213,44 @@ def test_two_process_ddp(shared_data, tmp_path):
     assert blob["meta"]["world_size"] == 2 and blob["extra"]["step"] == 2
     assert [r["step"] for r in _rows(tmp_path / "ddp")] == ["1", "2"]
     assert "x 2 process(es)" in (tmp_path / "ddp" / "train.log").read_text()
+
+
+def test_precision_recorded_fallback_and_kept_on_resume(
+    shared_data, tmp_path, monkeypatch
+):
+    from dvc_ext.training import precision
+
+    if precision.bf16_supported(torch.device("cpu")):
+        run = _run(shared_data, tmp_path / "bf16", "experiment=image")
+        blob = load_checkpoint(run / "checkpoints" / "last.pth", "image")
+        assert blob["meta"]["precision"] == "bf16"
+        assert "precision bf16" in (run / "train.log").read_text()
+    # A CPU without bf16 (simulated) falls back to fp32 and says so once.
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
+    run = _run(shared_data, tmp_path / "fallback", "experiment=image")
+    log = (run / "train.log").read_text()
+    assert log.count("no bf16 support") == 1 and "precision fp32" in log
+    assert (
+        load_checkpoint(run / "checkpoints" / "last.pth")["meta"]["precision"] == "fp32"
+    )
+    monkeypatch.undo()
+    # resume keeps the run's precision, whatever the resuming command says.
+    part = _run(shared_data, tmp_path / "r", "experiment=image", "precision=fp32",
+                "stop_after_steps=1")  # fmt: skip
+    _run(
+        shared_data, tmp_path / "r", "experiment=image", "precision=bf16", "resume=true"
+    )
+    blob = load_checkpoint(part / "checkpoints" / "last.pth")
+    assert blob["extra"]["step"] == 3 and blob["extra"]["precision"] == "fp32"
+    with pytest.raises(InputError, match="precision must be"):
+        _run(shared_data, tmp_path / "bad", "experiment=image", "precision=fp16")
+
+
+def test_auto_threads_leaves_busy_cores_out(monkeypatch):
+    from dvc_ext.training import loop
+
+    monkeypatch.setattr(loop.os, "cpu_count", lambda: 8)
+    for load, procs, want in ((0.1, 1, 8), (2.6, 1, 5), (30.0, 1, 1), (0.0, 2, 4),
+                              (4.0, 2, 2), (7.0, 4, 1)):  # fmt: skip
+        monkeypatch.setattr(loop.os, "getloadavg", lambda load=load: (load, 0, 0))
+        assert loop.auto_threads(procs) == want, (load, procs)

@@ -70,14 +70,18 @@ def sources_of(cfg: Mapping[str, Any], split: str) -> list[Source]:
         )
     if kind == "images":
         val_root = cfg.get("val_root")
+        scale = cfg.get("downscale")
+        scale = 1.0 if scale is None else float(scale)
+        repeat = cfg.get("repeat")
+        repeat = 1 if repeat is None else int(repeat)
         if split == "val" and val_root:
-            return image_sources(val_root, "all")
+            return image_sources(val_root, "all", 0.0, scale)
         frac = (
             0.0
             if (val_root and split == "train")
             else float(cfg.get("val_fraction", 0.05))
         )
-        return image_sources(_root(cfg), split, frac)
+        return image_sources(_root(cfg), split, frac, scale, repeat)
     if kind == "mixed":
         parts = cfg.get("parts") or {}
         out: list[Source] = []

@@ -14,18 +14,48 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".p
 
 
 class ImageFile:
-    """One image as a one-frame source."""
+    """One image as a source of ``repeat`` samples (each its own random crop).
 
-    length = 1
+    Args:
+        path: the image file.
+        downscale: read the image reduced by this factor (area averaging):
+            large JPEG photographs carry compression artifacts and sensor noise
+            that a reduction averages away, leaving statistics closer to a
+            clean frame; 1 keeps it as it is.
+        repeat: samples per epoch drawn from this image; a photograph holds
+            many crops' worth of content where a video frame holds one.
+    """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, downscale: float = 1.0, repeat: int = 1) -> None:
+        if not downscale >= 1.0:
+            raise InputError(f"dataset.downscale must be >= 1, got {downscale}")
+        if int(repeat) < 1:
+            raise InputError(f"dataset.repeat must be >= 1, got {repeat}")
         self.path = path
         self.name = str(path)
+        self.downscale = float(downscale)
+        self.length = int(repeat)
+        self._cached: np.ndarray | None = None
 
     def read(self, t: int) -> np.ndarray:
-        if t != 0:
-            raise IndexError(f"{self.name} has one frame, asked for {t}")
-        return read_image(self.path)
+        if not 0 <= t < self.length:
+            raise IndexError(f"{self.name} has {self.length} sample(s), asked for {t}")
+        if self.length == 1 and self.downscale == 1.0:
+            return read_image(self.path)
+        # Repeated samples of one image: decode (and reduce) it once per worker.
+        if self._cached is None:
+            self._cached = self._load()
+        return self._cached
+
+    def _load(self) -> np.ndarray:
+        img = read_image(self.path)
+        if self.downscale == 1.0:
+            return img
+        import cv2
+
+        h, w = img.shape[:2]
+        size = (max(1, round(w / self.downscale)), max(1, round(h / self.downscale)))
+        return cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA)
 
 
 def find_images(root: str | Path) -> list[Path]:
@@ -48,11 +78,18 @@ def find_images(root: str | Path) -> list[Path]:
 
 
 def image_sources(
-    root: str | Path, split: str = "train", val_fraction: float = 0.05
+    root: str | Path,
+    split: str = "train",
+    val_fraction: float = 0.05,
+    downscale: float = 1.0,
+    repeat: int = 1,
 ) -> list[ImageFile]:
     """Images of one split: ``train`` (all but the held-out tail of the sorted
     list), ``val`` (the last ``val_fraction``, at least one image when the
-    fraction is positive and the folder has two or more) or ``all``."""
+    fraction is positive and the folder has two or more) or ``all``.
+
+    ``downscale`` applies to every split, ``repeat`` to training only (a
+    validation image is one centre crop)."""
     if split not in ("train", "val", "all"):
         raise ValueError(f"split must be train, val or all, got {split!r}")
     if not 0.0 <= val_fraction < 1.0:
@@ -66,4 +103,5 @@ def image_sources(
         "val": files[len(files) - n_val :],
         "all": files,
     }[split]
-    return [ImageFile(p) for p in chosen]
+    n = int(repeat) if split == "train" else 1
+    return [ImageFile(p, downscale, n) for p in chosen]

@@ -150,6 +150,7 @@ def compress_file(
     quality: int | None = None,
     intra_period: int = 10,
     frames: int | None = None,
+    start: int = 0,
     threads: int = 1,
     reader_opts: Mapping[str, Any] | None = None,
     progress: bool = False,
@@ -173,9 +174,12 @@ def compress_file(
         raise InputError(f"quality must be in 0..{model.num_qualities - 1}, got {q}")
     if frames is not None and frames < 1:
         raise InputError(f"frames must be >= 1, got {frames}")
-    total = (
-        info.num_frames if frames is None else min(frames, info.num_frames or frames)
-    )
+    if start < 0:
+        raise InputError(f"start must be >= 0, got {start}")
+    if info.num_frames and start >= info.num_frames:
+        raise InputError(f"start={start}, but {input} has {info.num_frames} frames")
+    left = None if info.num_frames is None else info.num_frames - start
+    total = left if frames is None else min(frames, left or frames)
     header = bs.Header(
         width=info.width,
         height=info.height,
@@ -196,7 +200,7 @@ def compress_file(
     t0 = time.perf_counter()
 
     def source() -> Iterator[torch.Tensor]:
-        for frame in reader.frames(0, frames):
+        for frame in reader.frames(start, frames):
             yield frame.rgb
 
     with bs.BitstreamWriter(output) as writer, fixed_threads(int(threads)):
@@ -328,6 +332,7 @@ def compress(cfg: Any) -> dict[str, Any]:
         quality=cfg.quality,
         intra_period=cfg.intra_period,
         frames=cfg.frames,
+        start=int(cfg.get("start") or 0),
         threads=cfg.threads,
         reader_opts=_reader_opts(cfg),
         progress=bool(cfg.progress),

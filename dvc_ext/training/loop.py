@@ -52,6 +52,7 @@ from .model import (
     video_modules,
     with_image_codec,
 )
+from .precision import autocast, resolve_precision
 from .rundir import (
     CHECKPOINT,
     RunLog,
@@ -76,6 +77,22 @@ def _mix(*parts: int) -> int:
         )
         >> 1
     )
+
+
+def auto_threads(processes: int = 1) -> int:
+    """Threads per process for ``threads: null``: the idle cores, shared out.
+
+    OpenMP threads wait for each other at every kernel, so one thread on a
+    core another job holds stalls them all (measured: a 2-thread step 100x
+    slower beside a busy core); the 1-minute load average counts the cores
+    already taken.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = int(round(os.getloadavg()[0]))
+    except OSError:  # no load average on this platform
+        busy = 0
+    return max(1, (cores - min(busy, cores - 1)) // max(1, processes))
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -117,10 +134,26 @@ class Trainer:
         self.best_val = extra.get("best_val") if extra else None
         self.elapsed_before = float(extra.get("elapsed_s", 0.0)) if extra else 0.0
         self._pending_opt = extra
+        # A resumed run keeps the precision it was started with (its steps so
+        # far were taken under it); runs from before the setting were fp32.
+        asked = c.get("precision", "bf16")
+        if extra:
+            asked = extra.get("precision", "fp32")
+        self.precision, self._precision_note = resolve_precision(asked, self.device)
+        if extra and str(c.get("precision", "bf16")) != self.precision:
+            self._precision_note = (
+                f"resuming in the run's precision {self.precision} "
+                f"(precision={c.get('precision')} applies to new runs)"
+            )
 
         torch.manual_seed(self.seed)
         self.model = self._build_model()
         self.model.to(self.device)
+        # channels_last: oneDNN's convolutions (fp32 and bf16) run in NHWC
+        # without reordering every activation (measured: docs/training.md).
+        self.channels_last = bool(c.get("channels_last", True))
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.num_qualities = int(getattr(self.model, "num_qualities", 1))
         loss = c.get("loss") or {}
         self.metric = loss.get("metric", "mse")
@@ -132,6 +165,8 @@ class Trainer:
             self.step_module: nn.Module = PFrameStep(self.model, self.metric, targets)
         else:
             self.step_module = ImageStep(self.model, self.metric)
+        if self.channels_last:
+            self.step_module.memory_format = torch.channels_last
         self.step_module.train()
         self.schedule = build_schedule(
             c.get("stages") or {}, self.task, c.get("optim") or {},
@@ -157,7 +192,7 @@ class Trainer:
     def _set_threads(self) -> None:
         n = self.c.get("threads")
         if n is None and self.device.type == "cpu":
-            n = max(1, (os.cpu_count() or 1) // self.info.local_world_size)
+            n = auto_threads(self.info.local_world_size)
         if n:
             torch.set_num_threads(int(n))
 
@@ -290,8 +325,11 @@ class Trainer:
         self.log(
             f"{'resuming' if resumed else 'starting'} {self.task} run in {self.run_dir} at step "
             f"{self.start_step}/{self.total}; {n_params / 1e6:.2f} M parameters; device "
-            f"{self.device} x {info.world_size} process(es); {torch.get_num_threads()} threads"
+            f"{self.device} x {info.world_size} process(es); {torch.get_num_threads()} threads; "
+            f"precision {self.precision}{', channels_last' if self.channels_last else ''}"
         )
+        if self._precision_note:
+            self.log(self._precision_note)
         self.log(
             f"data: train {self.train_set.describe()}, val "
             f"{self.val_set.describe() if self.val_set is not None else 'none'}; batch "
@@ -403,7 +441,9 @@ class Trainer:
     ) -> tuple[dict, torch.Tensor, bool]:
         torch.manual_seed(_mix(self.seed, self.info.rank, step))
         q, lam = self._qualities(step, frames.shape[0])
-        out = self.ddp(frames, q, lam)
+        # Only the forward runs under autocast; backward follows its dtypes.
+        with autocast(self.precision, self.device):
+            out = self.ddp(frames, q, lam)
         bad = D.any_rank(self.info, not bool(torch.isfinite(out["loss"]).item()))
         self.opt.zero_grad(set_to_none=True)
         aux = torch.zeros((), device=self.device)
@@ -504,6 +544,7 @@ class Trainer:
                 "lambdas": self.lambdas, "dataset": {"name": ds.get("name"), "root": str(ds.get("root"))},
                 "batch_size": self.batch_size, "world_size": self.info.world_size,
                 "device": str(self.device), "train_seconds": round(self._elapsed(), 1),
+                "precision": self.precision,
                 "torch": str(torch.__version__),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }  # fmt: skip
@@ -511,6 +552,7 @@ class Trainer:
                 "step": step, "stage": stage.name, "optimizer": self.opt.state_dict(),
                 "aux_optimizer": self.aux_opt.state_dict() if self.aux_opt is not None else None,
                 "best_val": self.best_val, "elapsed_s": self._elapsed(),
+                "precision": self.precision,
                 "train_config": OmegaConf.to_yaml(OmegaConf.create(self.c)),
             }  # fmt: skip
             ckpt = self.run_dir / "checkpoints"

@@ -18,7 +18,7 @@ from compressai.models import CompressionModel
 from dvc_common import InputError, ModelMismatchError, fixed_threads
 from image_codecs import codec_class
 
-from ..checkpoint import is_derived
+from ..checkpoint import is_constant, is_derived
 from ..losses import bpp, distortion, ms_ssim, mse
 
 #: Keys the image codecs get from their context, not from a spec.
@@ -159,13 +159,18 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> No
         ModelMismatchError: keys or shapes do not match the model.
     """
     # Checkpoints leave out the coders' CDF tables (update() rebuilds them from
-    # the weights), so they are dropped here and rebuilt after loading.
-    state = {k: v for k, v in state_dict.items() if not is_derived(k)}
+    # the weights), so they are dropped here and rebuilt after loading. The
+    # constructor's constants are kept too: an early float16 export stored the
+    # likelihood floor as 0 (docs/training.md), and training from it would
+    # inherit an unbounded rate.
+    state = {
+        k: v for k, v in state_dict.items() if not (is_derived(k) or is_constant(k))
+    }
     try:
         missing, unexpected = nn.Module.load_state_dict(model, state, strict=False)
     except RuntimeError as e:
         raise ModelMismatchError(f"checkpoint does not fit the model: {e}") from None
-    missing = [k for k in missing if not is_derived(k)]
+    missing = [k for k in missing if not (is_derived(k) or is_constant(k))]
     if missing or unexpected:
         raise ModelMismatchError(
             f"checkpoint does not fit the model: missing {missing[:4]}, "
@@ -187,7 +192,10 @@ def export_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     for m in model.modules():
         if isinstance(m, CompressionModel):
             m.update(force=True)
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # contiguous: a model trained in channels_last stores the usual layout.
+    return {
+        k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
+    }
 
 
 def trainable_flow(model: nn.Module) -> bool:
@@ -240,6 +248,9 @@ class PFrameStep(nn.Module):
         self.motion_targets = tuple(motion_targets)
         self.stage, self.ref_mode = "joint", "raw"
         self.train_intra = self.train_flow = False
+        #: Layout of the frames given to the model (the trainer sets
+        #: ``torch.channels_last`` when it converted the model to it).
+        self.memory_format = torch.contiguous_format
 
     def configure(
         self, stage: str, ref_mode: str, train_intra: bool, train_flow: bool
@@ -249,7 +260,8 @@ class PFrameStep(nn.Module):
 
     def forward(self, frames: torch.Tensor, quality: torch.Tensor | None,
                 lam: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
-        ref, cur = frames[:, 0], frames[:, 1]
+        mf = self.memory_format
+        ref, cur = (frames[:, i].contiguous(memory_format=mf) for i in (0, 1))
         hw = cur.shape[-2] * cur.shape[-1]
         m: dict[str, torch.Tensor] = {}
         loss_i = None
@@ -314,10 +326,11 @@ class ImageStep(nn.Module):
         super().__init__()
         self.codec = codec
         self.metric = metric
+        self.memory_format = torch.contiguous_format
 
     def forward(self, frames: torch.Tensor, quality: torch.Tensor | None,
                 lam: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
-        x = frames[:, 0]
+        x = frames[:, 0].contiguous(memory_format=self.memory_format)
         out = self.codec(x, quality=quality)
         rate = bpp(out["likelihoods"], x.shape[-2] * x.shape[-1])
         d = distortion(out["x_hat"], x, self.metric)
