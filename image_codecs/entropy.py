@@ -197,22 +197,13 @@ class GaussianMixtureConditional(nn.Module):
             y_hat, scales, means, weight_logits
         )
         with ctx:
-            return self._mass(y_hat, scales, means, weight_logits)
-
-    def _mass(
-        self,
-        y_hat: torch.Tensor,
-        scales: torch.Tensor,
-        means: torch.Tensor,
-        weight_logits: torch.Tensor,
-    ) -> torch.Tensor:
-        w = F.softmax(weight_logits, dim=1)
-        s = self.lower_bound_scale(scales)
-        v = y_hat.unsqueeze(1) - means
-        # Symmetric form (|v|) as CompressAI's GaussianConditional: stable tails.
-        v = v.abs()
-        p = _std_cdf((0.5 - v) / s) - _std_cdf((-0.5 - v) / s)
-        return (w * p).sum(dim=1)
+            w = F.softmax(weight_logits, dim=1)
+            s = self.lower_bound_scale(scales)
+            v = y_hat.unsqueeze(1) - means
+            # Symmetric form (|v|) as CompressAI's GaussianConditional: stable tails.
+            v = v.abs()
+            p = _std_cdf((0.5 - v) / s) - _std_cdf((-0.5 - v) / s)
+            return (w * p).sum(dim=1)
 
     def forward(
         self,
