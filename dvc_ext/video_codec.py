@@ -68,9 +68,27 @@ class VideoCodec(nn.Module):
 
     # -- identity of the decoder ------------------------------------------------
     def decoder_config(self) -> dict[str, Any]:
-        """The part of the config a decoder depends on (no encoder-side flow)."""
+        """The part of the config a decoder depends on (no encoder-side flow;
+        of a classical intra codec, only what its decoder reads: its name)."""
         pf = {k: v for k, v in self.config["pframe"].items() if k != "flow"}
-        return {**self.config, "pframe": pf}
+        intra = self.config["intra_codec"]
+        keep = type(self.intra).decode_kwargs
+        if keep is not None:
+            intra = {k: v for k, v in intra.items() if k == "name" or k in keep}
+        return {**self.config, "intra_codec": intra, "pframe": pf}
+
+    def replace_intra(self, intra_codec: dict[str, Any]) -> None:
+        """Code I-frames with another, classical codec (``{"name": "x265-intra"}``):
+        it has no weights, so any P-frame model can take it as it is."""
+        codec = _build(intra_codec, 3, self.num_qualities)
+        if codec.learned:
+            raise ValueError(
+                f"{intra_codec['name']!r} is a learned codec: swap in its trained "
+                "weights with `dvc-ext export ... intra=IMAGE.pth`"
+            )
+        self.intra = codec.to(next(self.pframe.parameters()).device)
+        self.config["intra_codec"] = dict(intra_codec)
+        self.multiple = math.lcm(self.intra.downsampling_factor, self.pframe.multiple)
 
     def decoder_state(self) -> dict[str, torch.Tensor]:
         state = {f"intra.{k}": v for k, v in self.intra.state_dict().items()}
@@ -92,6 +110,20 @@ class VideoCodec(nn.Module):
         updated |= self.pframe.motion_codec.update(force=force)
         updated |= self.pframe.residual_codec.update(force=force)
         return updated
+
+    def adopt_intra(self, name: str) -> None:
+        """Before decoding a file whose header names a classical intra codec
+        other than ours: take it (it is built from its name alone)."""
+        from image_codecs import codec_class
+
+        if name == self.intra.registry_name:
+            return
+        try:
+            learned = codec_class(name).learned
+        except KeyError:
+            return  # unknown: the fingerprint check refuses the file
+        if not learned:
+            self.replace_intra({"name": name})
 
     # -- coding -------------------------------------------------------------------
     def _check_quality(self, quality: int) -> int | None:

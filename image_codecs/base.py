@@ -115,6 +115,13 @@ class ImageCodec(CompressionModel):
     """
 
     downsampling_factor: int = 64
+    #: False for the classical codecs (:mod:`image_codecs.classical`): no
+    #: weights, no gradients; training refuses them as a trained part.
+    learned: ClassVar[bool] = True
+    #: Input channel counts it codes (None: any, e.g. 2 for flow, 3 for RGB).
+    channels: ClassVar[tuple[int, ...] | None] = None
+    #: Constructor arguments a decoder depends on (None: all of them).
+    decode_kwargs: ClassVar[tuple[str, ...] | None] = None
     #: Constructor arguments for a small instance (contract tests, smoke runs).
     tiny_config: ClassVar[dict[str, Any]] = {"N": 16, "M": 24}
     #: Set by :func:`build_codec`: the name the bitstream stores.
@@ -159,7 +166,9 @@ class ImageCodec(CompressionModel):
             return None
         if quality is None:
             quality = self.num_qualities - 1
-        q = torch.as_tensor(quality, dtype=torch.long, device=self.gain.device)
+        gain = getattr(self, "gain", None)  # classical codecs have none
+        device = gain.device if gain is not None else torch.device("cpu")
+        q = torch.as_tensor(quality, dtype=torch.long, device=device)
         if q.ndim == 0:
             q = q.expand(batch)
         if q.shape != (batch,):

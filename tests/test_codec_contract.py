@@ -2,7 +2,9 @@
 
 A codec added in one new file with ``@register_codec`` is picked up here with no
 other change: the cases are generated from ``list_codecs()`` and each codec's
-``tiny_config``.
+``tiny_config``. The classical codecs (``learned = False``) keep all of it for
+the channel counts they code (``channels``: RGB); what they cannot keep (a rate
+estimate to match, training) is in tests/test_classical_codecs.py.
 """
 
 from __future__ import annotations
@@ -59,9 +61,14 @@ def _quality_arg(quality, batch):
     return torch.tensor([quality, (quality + 1) % Q])
 
 
+def _channels(name: str) -> tuple[int, ...]:
+    # Classical codecs (x265-intra, jpeg, webp) code RGB only.
+    return codec_class(name).channels or (2, 3)
+
+
 def _cases():
     for name in CODECS:
-        for c in (2, 3):
+        for c in _channels(name):
             for b in (1, 2):
                 for nq, q in QUALITY_CASES:
                     yield pytest.param(
@@ -105,8 +112,9 @@ def test_payload_round_trip_and_malformed(name):
     for bad in (data[:-1], data + b"\0", b"", b"\xff" * 12):
         with pytest.raises(BitstreamError):
             unpack_compressed(bad)
-    with pytest.raises(BitstreamError):
-        model.decompress(strings[:1], shape)
+    for wrong in (strings[:-1], [*strings, strings[0]]):  # a stream short, one over
+        with pytest.raises(BitstreamError):
+            model.decompress(wrong, shape)
     with pytest.raises(BitstreamError):
         model.decompress(strings, [0, 10**9])
 
@@ -121,7 +129,7 @@ def test_decode_in_separate_process(tmp_path: Path):
     """One subprocess decodes every case (starting torch costs seconds)."""
     cases = []
     for name in CODECS:
-        for c in (2, 3):
+        for c in _channels(name):
             model = _model(name, c, Q)
             for b, q in ((1, None), (2, 0)):
                 x = _input(c, b, model.downsampling_factor)

@@ -173,6 +173,7 @@ class VideoModelContender(Contender):
         device: ``"cpu"`` or ``"cuda"``.
         threads: torch threads while coding (recorded in the file).
         flow: replace the encoder-side flow (``{"name": "dis"}``).
+        intra: code I-frames with a classical codec (``{"name": "x265-intra"}``).
     """
 
     kind = "dvc-ext"
@@ -185,11 +186,14 @@ class VideoModelContender(Contender):
         device: str = "cpu",
         threads: int = 1,
         flow: Mapping[str, Any] | None = None,
+        intra: Mapping[str, Any] | None = None,
     ) -> None:
         from ..tasks.codec import load_video_model
 
         self.label = label
-        self.enc = load_video_model(checkpoint, device=device, flow=flow)
+        self.enc = load_video_model(checkpoint, device=device, flow=flow, intra=intra)
+        # The decoder is the plain model: it takes a classical intra codec from
+        # each file's header, as `dvc-ext decompress` does.
         self.dec = load_video_model(checkpoint, for_decoding=True, device=device)
         nq = self.enc.model.num_qualities
         self.qualities = list(range(nq)) if qualities is None else list(qualities)
@@ -258,6 +262,7 @@ def decode_dvc(
 
     reader = bs.BitstreamReader(path)
     h = reader.header
+    model.adopt_intra(h.intra_codec)
     bs.check_fingerprint(h, model.fingerprint(), source)
     info: list[tuple[int, str]] = []
 

@@ -59,6 +59,7 @@ def load_video_model(
     for_decoding: bool = False,
     device: str = "cpu",
     flow: Mapping[str, Any] | None = None,
+    intra: Mapping[str, Any] | None = None,
 ) -> LoadedModel:
     """Build the video model of a checkpoint ("default": the shipped one).
 
@@ -69,6 +70,9 @@ def load_video_model(
         for_decoding: build no flow network (a decoder never runs one).
         flow: replace the encoder-side flow (e.g. ``{"name": "dis"}``); the
             file fingerprint does not change, so files still decode.
+        intra: code I-frames with a classical codec instead of the model's own
+            (e.g. ``{"name": "x265-intra", "chroma": "444"}``); a decoder of
+            the same model takes it from the file's header by itself.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device={device} asked for, but CUDA is not available")
@@ -118,6 +122,12 @@ def load_video_model(
                 f"{source}: weights do not fit the model (missing {missing[:3]}, "
                 f"unexpected {unexpected[:3]})"
             )
+    if intra is not None:
+        intra = dict(_plain(intra))
+        try:
+            model.replace_intra(intra)
+        except (TypeError, KeyError, ValueError) as e:
+            raise InputError(f"intra={intra}: {e}") from None
     # Encoder and decoder build identical tables from identical weights.
     with fixed_threads(1):
         model.update(force=True)
@@ -257,6 +267,7 @@ def decompress_file(
     """
     reader = bs.BitstreamReader(input)
     h = reader.header
+    loaded.model.adopt_intra(h.intra_codec)
     bs.check_fingerprint(h, loaded.model.fingerprint(), f"the model {loaded.source}")
     writer = open_writer(
         output,
@@ -322,7 +333,10 @@ def _print_summary(s: dict[str, Any], verb: str) -> None:
 def compress(cfg: Any) -> dict[str, Any]:
     """The ``compress`` verb (``cfg``: the composed ``configs/compress.yaml``)."""
     loaded = load_video_model(
-        cfg.checkpoint, device=cfg.device, flow=_plain(cfg.get("flow"))
+        cfg.checkpoint,
+        device=cfg.device,
+        flow=_plain(cfg.get("flow")),
+        intra=_plain(cfg.get("intra")),
     )
     _untrained_notice(loaded)
     summary = compress_file(

@@ -99,15 +99,21 @@ def build_contenders(cfg: Mapping[str, Any], images: bool) -> list[Contender]:
     out: list[Contender] = []
     for label, e in specs.items():
         ckpt = str(e.get("checkpoint", "default"))
-        unknown = set(e) - {"checkpoint", "qualities", "flow"}
+        unknown = set(e) - {"checkpoint", "qualities", "flow", "intra"}
         if unknown:
             raise InputError(f"codec {label}: unknown setting(s) {sorted(unknown)}")
         q = e.get("qualities")
         if _kind_of(ckpt) == "image":
+            if e.get("intra"):
+                raise InputError(
+                    f"codec {label}: intra= replaces a video model's codec"
+                )
             out.append(ImageCodecContender(label, ckpt, q, device, threads))
         else:
             out.append(
-                VideoModelContender(label, ckpt, q, device, threads, e.get("flow"))
+                VideoModelContender(
+                    label, ckpt, q, device, threads, e.get("flow"), e.get("intra")
+                )
             )
     if not images:
         for name, a in (cfg.get("anchors") or {}).items():

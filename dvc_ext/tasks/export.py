@@ -15,6 +15,22 @@ def export(cfg: Any) -> Path:
     blob = load_checkpoint(src)
     meta: dict[str, Any] = {"exported_from": src.name}
     swaps = {k: cfg.get(k) for k in ("intra", "residual") if cfg.get(k)}
+    part = cfg.get("extract")
+    if part:
+        from ..training.model import image_codec_of
+
+        if blob["kind"] != "video" or swaps:
+            raise InputError(
+                "extract= takes a codec out of a video model, alone"
+                + (
+                    f"; {src} holds a {blob['kind']!r} model"
+                    if blob["kind"] != "video"
+                    else " (not with intra= / residual=)"
+                )
+            )
+        config, state = image_codec_of(blob["config"], blob["state_dict"], str(part))
+        blob = {**blob, "kind": "image", "config": config, "state_dict": state}
+        meta["extracted"] = str(part)
     if swaps:
         # A codec swapped in without retraining: how an image codec is measured
         # in place of the video model's own (README: which intra codec).
@@ -34,6 +50,8 @@ def export(cfg: Any) -> Path:
             meta[f"{part}_codec_from"] = Path(str(path)).name
     out = export_blob(blob, dst, str(cfg.dtype), meta)
     swapped = "".join(f", {k} codec from {v}" for k, v in swaps.items())
+    if part:
+        swapped += f", its {part} codec as an image model"
     print(
         f"exported {src} -> {out} ({out.stat().st_size / 1e6:.2f} MB, "
         f"weights as {cfg.dtype}, no training state{swapped})"

@@ -148,6 +148,7 @@ class Trainer:
 
         torch.manual_seed(self.seed)
         self.model = self._build_model()
+        self._refuse_classical()
         self.model.to(self.device)
         # channels_last: oneDNN's convolutions (fp32 and bf16) run in NHWC
         # without reordering every activation (measured: docs/training.md).
@@ -262,6 +263,29 @@ class Trainer:
         # checked for missing keys, at once.
         load_weights(model, state)
         return model
+
+    def _refuse_classical(self) -> None:
+        """A classical codec (x265-intra, jpeg, webp) has nothing to learn: it may
+        only be the fixed intra codec of a P-frame run."""
+        m = self.model
+        if self.task == "image":
+            parts = {"image codec": m}
+        else:
+            parts = {"motion codec": m.pframe.motion_codec,
+                     "residual codec": m.pframe.residual_codec}  # fmt: skip
+            if self.c.get("train_intra", False):
+                parts["intra codec"] = m.intra
+        for what, codec in parts.items():
+            if not getattr(codec, "learned", True):
+                hint = (
+                    " (as a P-frame run's intra codec it serves with train_intra=false)"
+                    if what in ("intra codec", "image codec")
+                    else ""
+                )
+                raise InputError(
+                    f"the {what} {codec.registry_name!r} is a classical codec with "
+                    f"no weights: it cannot be trained{hint}"
+                )
 
     def _build_data(self) -> None:
         c = self.c

@@ -148,6 +148,30 @@ def with_image_codec(
     return config, new_state
 
 
+def image_codec_of(
+    config: Mapping[str, Any], state: Mapping[str, torch.Tensor], part: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The image-model config and weights of one codec of a video model.
+
+    The inverse of :func:`with_image_codec`: a video model's intra codec, taken
+    out as an ``"image"`` checkpoint, can be trained further as an image codec
+    (``experiment=image init.image=...``) and put back with ``export intra=``.
+
+    Raises:
+        InputError: an unknown ``part``.
+    """
+    if part not in SWAPPABLE:
+        raise InputError(f"can take out {sorted(SWAPPABLE)}, not {part!r}")
+    spec = (
+        config["intra_codec"] if part == "intra" else config["pframe"]["residual_codec"]
+    )
+    prefix = SWAPPABLE[part]
+    image_state = {
+        k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)
+    }
+    return image_config(spec, int(config["num_qualities"])), image_state
+
+
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load a state dict, resizing the entropy coders' CDF buffers first.
 
