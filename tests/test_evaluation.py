@@ -464,3 +464,31 @@ def test_class_aggregation_and_bd_tables(tmp_path):
     ]  # fmt: skip
     data = json.loads((tmp_path / "results.json").read_text())
     assert len(data["results"]) == 16 and len(data["classes"]) == 8
+
+
+def test_dvc_bpg_experiment_codes_i_frames_with_x265(shared_data, tiny_ckpt, tmp_path):
+    """eval_experiment=dvc_bpg: the model with its own and with x265-intra I-frames;
+    each result gives the I-frames' share of the file's bytes."""
+    out = tmp_path / "out"
+    rc = main([
+        "eval", "eval_experiment=dvc_bpg", "dataset=hevc_d",
+        f"dataset.root={shared_data / 'eval' / 'hevc'}", "frames=3", f"output_dir={out}",
+        f"codecs.dvc-ext={tiny_ckpt}", f"codecs.dvc-ext_x265-intra.checkpoint={tiny_ckpt}",
+        "anchors.x264=null", "anchors.x265=null", "anchors.x264_medium=null",
+        "anchors.x265_medium=null", "references=[dvc-ext]", "ms_ssim=false",
+        "plots=false", "progress=false",
+    ])  # fmt: skip
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())["results"]
+    by = {(r["codec"], r["point"]): r for r in res}
+    assert set(by) == {
+        (c, q) for c in ("dvc-ext", "dvc-ext_x265-intra") for q in ("q0", "q1")
+    }
+    for r in res:
+        i_frames = [f for f in r["per_frame"] if f["type"] == "I"]
+        assert len(i_frames) == 1 and r["i_frame_bytes"] == i_frames[0]["bytes"]
+        assert 0 < r["i_frame_share"] < 1
+    own, bpg = by[("dvc-ext", "q1")], by[("dvc-ext_x265-intra", "q1")]
+    # A random tiny intra codec against HEVC at QP 22: HEVC's I-frame is far better.
+    assert bpg["per_frame"][0]["psnr_rgb"] > own["per_frame"][0]["psnr_rgb"] + 5
+    assert "I-frames % of bytes" in (out / "report.md").read_text()

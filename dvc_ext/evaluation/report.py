@@ -70,6 +70,7 @@ def point_rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         row = {k: r[k] for k in ("sequence", "class", "codec", "point", "param",
                                  "frames", "width", "height", "bytes", "bpp")}  # fmt: skip
+        row["i_frame_share"] = r.get("i_frame_share")
         row.update(r["metrics"])
         row["encode_s_per_frame"] = r["encode_s_per_frame"]
         row["decode_s_per_frame"] = r["decode_s_per_frame"]
@@ -272,6 +273,10 @@ def _slug(s: str) -> str:
 # -- markdown ------------------------------------------------------------------------------
 
 
+def _share(v: Any) -> float | None:
+    return None if v is None else 100.0 * float(v)
+
+
 def _pct(v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
@@ -338,10 +343,10 @@ def markdown(
         lines.append("")
     lines += ["## Rate points", ""]
     lines.append(
-        "| sequence | codec | point | bpp | PSNR RGB | PSNR YUV | MS-SSIM "
-        "| enc s/frame | dec s/frame |"
+        "| sequence | codec | point | bpp | I-frames % of bytes | PSNR RGB | PSNR YUV "
+        "| MS-SSIM | enc s/frame | dec s/frame |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
 
     def num(v: Any, fmt: str) -> str:
         return "" if v is None else format(v, fmt)
@@ -350,6 +355,7 @@ def markdown(
         m = r["metrics"]
         lines.append(
             f"| {r['sequence']} | {r['codec']} | {r['point']} | {r['bpp']:.4f} | "
+            f"{num(_share(r.get('i_frame_share')), '.1f')} | "
             f"{num(m.get('psnr_rgb'), '.2f')} | {num(m.get('psnr_yuv'), '.2f')} | "
             f"{num(m.get('ms_ssim_rgb'), '.4f')} | {r['encode_s_per_frame']:.3f} | "
             f"{r['decode_s_per_frame']:.3f} |"

@@ -119,6 +119,8 @@ def _summarise(
         )
     names = [k for k in per_frame[0] if k not in ("index", "type", "bytes", "decode_s")]
     means = {k: sum(f[k] for f in per_frame) / n for k in names}
+    # The I-frames' bytes (frame records; the file's header is in no frame).
+    i_bytes = sum(int(f["bytes"]) for f in per_frame if f["type"] == "I")
     return {
         "codec": contender,
         "sequence": clip.name,
@@ -130,6 +132,8 @@ def _summarise(
         "height": clip.height,
         "bytes": int(file_bytes),
         "bpp": 8.0 * file_bytes / (n * clip.width * clip.height),
+        "i_frame_bytes": i_bytes,
+        "i_frame_share": i_bytes / max(int(file_bytes), 1),
         "metrics": means,
         "encode_s_per_frame": encode_seconds / n,
         "decode_s_per_frame": decode_seconds / n,
