@@ -171,6 +171,11 @@ def main() -> None:
         "--checkpoint", action="append", default=[], metavar="NAME=PATH",
         help="a trained image checkpoint (repeatable); replaces --codecs",
     )  # fmt: skip
+    ap.add_argument(
+        "--classical", action="append", default=[], metavar="NAME=JSON",
+        help="a classical codec, e.g. 'x265-intra={\"name\": \"x265-intra\", "
+        "\"levels\": [42, 37, 32, 27]}' (its rate points: the levels); repeatable",
+    )  # fmt: skip
     ap.add_argument("--reference", help="BD-rates against this checkpoint's NAME")
     ap.add_argument(
         "--merge", type=Path, action="append", default=[],
@@ -188,9 +193,20 @@ def main() -> None:
     jobs = [tuple(c.split("=", 1)) for c in args.checkpoint]
     if any(len(j) != 2 for j in jobs):
         ap.error("--checkpoint takes NAME=PATH")
-    if not jobs and args.train is None:
-        ap.error("give --train (brief training) or --checkpoint NAME=PATH")
-    train = _train_images(args.train) if not jobs else []
+    classical = {}
+    for c in args.classical:
+        name, _, spec = c.partition("=")
+        try:
+            spec = json.loads(spec)
+            levels = spec.get("levels")
+            classical[name] = build_codec(
+                num_qualities=len(levels) if levels else 4, **spec
+            ).eval()
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            ap.error(f"--classical {c}: {e}")
+    if not jobs and not classical and args.train is None:
+        ap.error("give --train (brief training), --checkpoint NAME=PATH or --classical")
+    train = _train_images(args.train) if not (jobs or classical) else []
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
         f"{platform.processor() or 'cpu'}; coding under 1 torch thread",
@@ -198,15 +214,18 @@ def main() -> None:
         "images": len(kodak),
         "setup": (
             "trained checkpoints, every rate point"
-            if jobs
+            if jobs or classical
             else f"N={args.N}, M={args.M}, trained {args.steps} steps on {args.train} "
             f"(lambda 0.013, 128x128 crops, batch 8)"
         ),
         "codecs": {},
     }
-    for name, path in jobs or [(c, None) for c in args.codecs]:
+    runs = jobs or ([] if classical else [(c, None) for c in args.codecs])
+    for name, path in runs + [(c, "classical") for c in classical]:
         t0 = time.time()
-        if path is None:
+        if path == "classical":
+            model, info = classical[name], {"classical": True}
+        elif path is None:
             model = build_codec(name, in_channels=3, N=args.N, M=args.M)
             _brief_training(model, train, args.steps)
             info: dict = {"steps": args.steps}

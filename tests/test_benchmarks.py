@@ -74,3 +74,24 @@ def test_validate_codes_the_held_out_clips(tmp_path, shared_data):
     assert bpps == sorted(bpps) and bpps[0] > 0
     assert [c["frames"] for c in res["points"][0]["clips"]] == [7, 7, 2]
     assert res["val_loss"] > 0
+
+
+def test_entropy_overhead_measures_classical_codecs(tmp_path):
+    rng = np.random.default_rng(1)
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    smooth = np.cumsum(rng.integers(-3, 4, (64, 96, 3)), axis=1) + 128
+    Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(kodak / "kodim01.png")
+    out = tmp_path / "classical.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "entropy_overhead.py"),
+           "--kodak", str(kodak), "--classical", 'j={"name": "jpeg", "levels": [20, 80]}',
+           "--reference", "j", "--out", str(out)]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    pts = json.loads(out.read_text())["codecs"]["j"]["points"]
+    assert len(pts) == 2 and pts[0]["mean_bpp"] < pts[1]["mean_bpp"]
+    assert 0 < pts[0]["mean_overhead"] < 0.05  # the payload's varints only
+    bad = subprocess.run(cmd[:4] + ["--classical", 'j={"name": "jpeg", "levels": [80, 20]}',
+                                    "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode != 0 and "increase" in bad.stderr
