@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         for precision in args.precisions:
             row = measure(name, args.N, args.M, args.batch, args.size, precision,
                           True, args.rounds, args.steps)  # fmt: skip
-            print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
+            print(
+                json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True
+            )
             rows.append(row)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",

@@ -81,7 +81,9 @@ def test_entropy_overhead_measures_classical_codecs(tmp_path):
     kodak = tmp_path / "kodak"
     kodak.mkdir()
     smooth = np.cumsum(rng.integers(-3, 4, (64, 96, 3)), axis=1) + 128
-    Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(kodak / "kodim01.png")
+    Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)).save(
+        kodak / "kodim01.png"
+    )
     out = tmp_path / "classical.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "entropy_overhead.py"),
            "--kodak", str(kodak), "--classical", 'j={"name": "jpeg", "levels": [20, 80]}',
