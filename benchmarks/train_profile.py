@@ -37,7 +37,9 @@ def _pairs(data: Path, batch: int, crop: int) -> torch.Tensor:
     out = []
     for k in range(batch):
         seq = seqs[k % len(seqs)]
-        a, b = (np.asarray(Image.open(seq / f"im{i}.png").convert("RGB")) for i in (1, 2))
+        a, b = (
+            np.asarray(Image.open(seq / f"im{i}.png").convert("RGB")) for i in (1, 2)
+        )
         y = int(rng.integers(0, a.shape[0] - crop + 1))
         x = int(rng.integers(0, a.shape[1] - crop + 1))
         pair = np.stack([a, b])[:, y : y + crop, x : x + crop]
@@ -114,7 +116,10 @@ def profile(args) -> dict:
     parts = {
         "flow (DIS, OpenCV)": (lambda: pf.estimate_flow(cur, ref), None),
         "motion codec": (lambda: pf.motion_codec(v, quality=q), _scalar),
-        "warp + MC net": (lambda: pf._predict(ref, mv_hat)[0], lambda o: o.float().sum()),
+        "warp + MC net": (
+            lambda: pf._predict(ref, mv_hat)[0],
+            lambda o: o.float().sum(),
+        ),
         "residual codec": (lambda: pf.residual_codec(res_in, quality=q), _scalar),
     }
     rows = {}
@@ -181,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         print(json.dumps({k: v for k, v in r.items()}, indent=1), flush=True)
     out = {
-        "command": "python benchmarks/train_profile.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python benchmarks/train_profile.py "
+        + " ".join(argv or sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",
         "load_average_at_start": os.getloadavg(),
         "torch": torch.__version__,
