@@ -6,6 +6,10 @@ zero-flow baseline:
 - EPE (px) on a fixed held-out synthetic set (:func:`flows.synthetic.heldout_set`:
   photographs never used for training, mixed translation / affine / piecewise
   motion), overall and on pure integer translations up to 12 px;
+- EPE on integer translations (up to 12 px) of unseen natural images
+  (:mod:`flows.translation_set`: the 24 Kodak images and the Middlebury
+  frames, two crop sizes each): the mean over images, the worst image and how
+  many images miss 0.5 px;
 - warping PSNR (dB) of ``backward_warp(ref, flow)`` against ``cur`` on real
   consecutive frames: the Middlebury pairs, the Vimeo test-list clips and the
   first frames of HEVC BasketballPass (all evaluation data, never trained on);
@@ -30,6 +34,7 @@ import torch
 
 from flows import backward_warp, build_flow, default_weights, list_flows
 from flows.synthetic import SyntheticFlow, heldout_set, natural_images
+from flows.translation_set import translation_epe, translation_sources
 
 
 def _rgb(path: Path) -> torch.Tensor:
@@ -120,6 +125,7 @@ def run(
     names = ["zero", *list_flows()]
     held = heldout_set(n_heldout, size=(128, 128), data_root=data)
     trans = _translations()
+    sources = translation_sources(data)
     pairs = real_pairs(data) if data else {}
     base = pairs.get("basketballpass", [None])[0]
     if base is None:
@@ -162,6 +168,16 @@ def run(
         row["heldout_epe_px"] = _epe(est(cur, ref), gt)
         cur, ref, gt = trans
         row["translation_epe_px"] = _epe(est(cur, ref), gt, border=16)
+        if sources:
+            per_image = translation_epe(est, sources)
+            worst = max(per_image, key=per_image.get)
+            row["natural_translation"] = {
+                "mean_epe_px": round(statistics.mean(per_image.values()), 4),
+                "worst_image": worst,
+                "worst_epe_px": per_image[worst],
+                "images_over_0.5px": sum(v >= 0.5 for v in per_image.values()),
+                "per_image": per_image,
+            }
         for set_name, plist in pairs.items():
             psnrs = [_psnr(backward_warp(r, est(c, r)), c) for c, r in plist]
             row[f"warp_psnr_db_{set_name}"] = round(statistics.mean(psnrs), 3)
@@ -177,6 +193,7 @@ def run(
             "heldout_pairs": n_heldout,
             "heldout_size": [128, 128],
             "translation_pairs": int(trans[0].shape[0]),
+            "natural_translation_images": len(sources),
             "real_pairs": {k: len(v) for k, v in pairs.items()},
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
@@ -193,10 +210,17 @@ def markdown(res: dict) -> str:
         {k[13:] for r in rows.values() for k in r if k.startswith("warp_psnr")}
     )
     head = ["flow", "held-out EPE (px)", "translation EPE (px)"]
+    head += ["natural translations: mean / worst EPE (px)"]
     head += [f"warp PSNR {s} (dB)" for s in sets] + ["s/pair 416x240", "s/pair 1080p"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         cells = [name, r["heldout_epe_px"], r["translation_epe_px"]]
+        nt = r.get("natural_translation")
+        cells += [
+            f"{nt['mean_epe_px']} / {nt['worst_epe_px']} ({nt['worst_image']})"
+            if nt
+            else ""
+        ]
         cells += [r.get(f"warp_psnr_db_{s}", "") for s in sets]
         cells += [r.get("sec_416x240", "-"), r.get("sec_1920x1080", "-")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

@@ -54,10 +54,12 @@ def validation_clips(data: Path, vtest_frames: int) -> list[dict]:
     return clips
 
 
-def validate(checkpoint: str, clips: list[dict], gop: int, threads: int) -> dict:
+def validate(
+    checkpoint: str, clips: list[dict], gop: int, threads: int, flow: dict | None = None
+) -> dict:
     from dvc_ext.tasks.codec import compress_file, load_video_model
 
-    loaded = load_video_model(checkpoint)
+    loaded = load_video_model(checkpoint, flow=flow)
     points = []
     t0 = time.time()
     for q in range(loaded.model.num_qualities):
@@ -89,29 +91,56 @@ def validate(checkpoint: str, clips: list[dict], gop: int, threads: int) -> dict
         if lam
         else None
     )
-    return {"checkpoint": loaded.source, "points": points, "val_loss": loss,
-            "seconds": round(time.time() - t0, 1)}  # fmt: skip
+    return {"checkpoint": loaded.source, "flow": flow, "points": points,
+            "val_loss": loss, "seconds": round(time.time() - t0, 1)}  # fmt: skip
+
+
+def _flow_spec(spec: str) -> tuple[str, dict]:
+    """``LABEL:name=dis,preset=fine`` -> ``(LABEL, {"name": "dis", "preset": "fine"})``."""
+    label, sep, body = spec.partition(":")
+    items = [kv.partition("=") for kv in body.split(",")] if sep else []
+    if not label or not items or any(not k or not eq for k, eq, _ in items):
+        raise SystemExit(f"--flow wants LABEL:key=value[,key=value], got {spec!r}")
+    return label, {k: v for k, _, v in items}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", action="append", required=True,
-                    help="LABEL=PATH (PATH 'default' = the shipped model); the first is the reference")  # fmt: skip
+                    help="LABEL=PATH (PATH 'default' = the shipped model); the first is the reference"
+                         " unless --reference names one")  # fmt: skip
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--vtest-frames", type=int, default=40)
     ap.add_argument("--gop", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--flow", action="append", default=[],
+                    help="LABEL:name=dis,preset=fine: that checkpoint encodes with this flow")  # fmt: skip
+    ap.add_argument("--reference", default=None, metavar="JSON:LABEL",
+                    help="take the reference's numbers from an earlier run's JSON instead of re-coding it")  # fmt: skip
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
+    flows = dict(_flow_spec(f) for f in a.flow)
     from dvc_ext.evaluation.bdrate import bd_rate
 
     torch.set_num_threads(a.threads)
     clips = validation_clips(a.data, a.vtest_frames)
     results = {}
+    if a.reference:
+        ref_file, _, ref_label = a.reference.rpartition(":")
+        earlier = json.loads(Path(ref_file).read_text())
+        if earlier.get("gop") != a.gop or earlier.get("clips") != [
+            {k: str(v) for k, v in c.items()} for c in clips
+        ]:
+            raise SystemExit(f"{ref_file} was measured on other clips or GOP")
+        if ref_label not in earlier["results"]:
+            raise SystemExit(f"{ref_file} has no result {ref_label!r}")
+        results[ref_label] = {**earlier["results"][ref_label], "from": ref_file}
     for spec in a.checkpoint:
         label, _, path = spec.partition("=")
         print(f"{label}: {path}", file=sys.stderr)
-        results[label] = validate(path or label, clips, a.gop, a.threads)
+        results[label] = validate(
+            path or label, clips, a.gop, a.threads, flows.get(label)
+        )
     labels = list(results)
     ref = results[labels[0]]["points"]
     for label in labels[1:]:

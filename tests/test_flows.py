@@ -136,6 +136,63 @@ def test_translation_recovery(name, image):
     assert epe.mean() < 0.5, f"mean EPE {epe.mean():.3f} px"
 
 
+#: A fixed subset of the natural-translation set (flows/translation_set.py),
+#: with the images that were hardest for some estimator when the set was made
+#: (flat sky: kodim20; flat petals: kodim07; grey: basketball2).
+TRANSLATION_SUBSET = ["kodim03", "kodim07", "kodim19", "kodim20", "kodim23",
+                      "rubberwhale1", "basketball2"]  # fmt: skip
+#: Estimators whose shipped weights do not yet meet the subset (issue 21):
+#: strict, so the mark must go once they do.
+TRANSLATION_KNOWN_FAILURES = {"spynet", "pwcnet"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n,
+            marks=pytest.mark.xfail(
+                strict=True, reason="shipped weights miss 0.5 px on some images"
+            ),
+        )
+        if n in TRANSLATION_KNOWN_FAILURES
+        else n
+        for n in FLOWS
+    ],
+)
+def test_translation_of_unseen_natural_images(name, shared_data):
+    """Every image of the subset, on its own: mean EPE under 0.5 px."""
+    from flows.translation_set import translation_epe, translation_sources
+
+    flow = _trained(name)
+    per_image = translation_epe(
+        flow, translation_sources(shared_data, TRANSLATION_SUBSET)
+    )
+    bad = {k: v for k, v in per_image.items() if v >= 0.5}
+    assert not bad, f"mean EPE >= 0.5 px on {bad}"
+
+
+def test_translation_set_is_exact_and_reproducible():
+    """The crops are offset by the shift exactly, and an image's shifts are its own."""
+    from flows.translation_set import image_shifts, shifted_crops
+
+    img = torch.rand(3, 80, 90)
+    shifts = image_shifts("some image", 4)
+    assert shifts == image_shifts("some image", 4) != image_shifts("other", 4)
+    assert all(max(abs(dx), abs(dy)) <= 12 for dx, dy in shifts)
+    cur, ref = shifted_crops(img, shifts, 40, 50, 12)
+    gt = (
+        torch.tensor(shifts, dtype=torch.float32)
+        .view(-1, 2, 1, 1)
+        .expand(-1, -1, 40, 50)
+    )
+    warped = backward_warp(ref, gt.contiguous())
+    inner = (slice(None), slice(None), slice(12, -12), slice(12, -12))
+    assert torch.allclose(warped[inner], cur[inner], atol=1e-5)
+    with pytest.raises(ValueError, match="too small"):
+        shifted_crops(img, shifts, 70, 50, 12)
+
+
 def _load_rgb(path) -> torch.Tensor:
     import cv2
 

@@ -254,3 +254,39 @@ def test_auto_threads_leaves_busy_cores_out(monkeypatch):
                               (4.0, 2, 2), (7.0, 4, 1)):  # fmt: skip
         monkeypatch.setattr(loop.os, "getloadavg", lambda load=load: (load, 0, 0))
         assert loop.auto_threads(procs) == want, (load, procs)
+
+
+def test_pred_weight_adds_the_prediction_term_only_to_the_optimised_loss(shared_data):
+    """loss.pred_weight: + w * lambda * D(x_pred, cur) in the joint stage; logged loss unchanged."""
+    from dvc_ext.losses import distortion
+    from dvc_ext.training.model import PFrameStep
+
+    root = shared_data / "train" / "vimeo_septuplet"
+    cfg = compose("train", ["debug=tiny", f"dataset.root={root}", "experiment=joint"])
+    model = Trainer(
+        OmegaConf.to_container(cfg, resolve=True), init_distributed("cpu")
+    ).model
+    torch.manual_seed(0)
+    frames = torch.rand(2, 2, 3, 64, 64)
+    q = torch.tensor([0, 1])
+    lam = torch.tensor([256.0, 512.0])
+    outs = []
+    for w in (0.0, 0.5):
+        step = PFrameStep(model, pred_weight=w).eval()
+        step.configure("joint", "raw", train_intra=False, train_flow=False)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            outs.append(step(frames, q, lam))
+    plain, pulled = outs
+    assert torch.allclose(plain["per_sample"]["loss"], pulled["per_sample"]["loss"])
+    with torch.no_grad():
+        v = model.pframe.estimate_flow(frames[:, 1], frames[:, 0])
+        x_pred, _ = model.pframe._predict(
+            frames[:, 0], model.pframe.motion_codec.eval()(v, quality=q)["x_hat"]
+        )
+    extra = (0.5 * lam * distortion(x_pred, frames[:, 1], "mse")).mean()
+    assert float(pulled["loss"] - plain["loss"]) == pytest.approx(
+        float(extra), rel=1e-4
+    )
+    with pytest.raises(InputError, match="pred_weight"):
+        PFrameStep(model, pred_weight=-1.0)

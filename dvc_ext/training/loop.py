@@ -163,7 +163,9 @@ class Trainer:
         )
         if self.task == "pframe":
             targets = tuple(loss.get("motion_targets") or ("warp", "pred"))
-            self.step_module: nn.Module = PFrameStep(self.model, self.metric, targets)
+            self.step_module: nn.Module = PFrameStep(
+                self.model, self.metric, targets, float(loss.get("pred_weight") or 0.0)
+            )
         else:
             self.step_module = ImageStep(self.model, self.metric)
         if self.channels_last:
