@@ -141,6 +141,38 @@ def natural_images(
     return images
 
 
+def photo_sources(
+    root: str | Path, downscale: float = 3.0, repeat: int = 1
+) -> list[torch.Tensor]:
+    """Every photograph under ``root``, reduced by ``downscale``, as sources.
+
+    Large camera JPEGs carry block artifacts and sensor noise at full size; a
+    reduction averages them away and brings the scale of their structure
+    nearer a video frame's. ``repeat`` lists each one that many times (the
+    same tensor, no copy): a photograph holds many crops' worth of content.
+    """
+    import cv2
+
+    root = Path(root)
+    if "eval" in root.resolve().parts:
+        raise InputError(f"{root} is under eval/: never a training source")
+    if int(repeat) < 1 or not downscale >= 1.0:
+        raise InputError(f"need repeat >= 1 and downscale >= 1, got {repeat}, {downscale}")
+    files = sorted(
+        f for f in root.rglob("*") if f.suffix.lower() in (".jpg", ".jpeg", ".png")
+    )
+    if not files:
+        raise InputError(f"no .jpg / .png photographs under {root}")
+    out = []
+    for f in files:
+        img = (_read_png(f).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        h, w = img.shape[:2]
+        size = (max(1, round(w / downscale)), max(1, round(h / downscale)))
+        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        out += [_to_tensor(small)] * int(repeat)
+    return out
+
+
 def _affine_flow(
     h: int, w: int, mat: torch.Tensor, shift: torch.Tensor, centre: torch.Tensor
 ) -> torch.Tensor:

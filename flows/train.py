@@ -33,7 +33,7 @@ import yaml
 from dvc_common import InputError, fixed_threads
 
 from .base import build_flow, flow_architecture
-from .synthetic import SyntheticFlow, heldout_set, natural_images
+from .synthetic import SyntheticFlow, heldout_set, natural_images, photo_sources
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -154,6 +154,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--data", type=Path, default=None, help="shared data folder")
     p.add_argument("--heldout", type=int, default=32, help="held-out pairs at the end")
+    p.add_argument(
+        "--photos",
+        type=Path,
+        default=None,
+        help="also cut pairs from this folder of photographs (e.g. "
+        "shared/data/train/images); never a folder under eval/",
+    )
+    p.add_argument(
+        "--photo-downscale",
+        type=float,
+        default=3.0,
+        help="reduce each photograph by this factor first (area averaging)",
+    )
+    p.add_argument(
+        "--photo-repeat",
+        type=int,
+        default=1,
+        help="draw each photograph this many times as often as one other source",
+    )
     return p.parse_args(argv)
 
 
@@ -213,8 +232,11 @@ def _train(args: argparse.Namespace) -> dict:
     elif log_path.exists():
         log_path.unlink()
 
+    sources = natural_images("train", data)
+    if args.photos is not None:
+        sources += photo_sources(args.photos, args.photo_downscale, args.photo_repeat)
     gen = SyntheticFlow(
-        natural_images("train", data),
+        sources,
         size=(args.crop, args.crop),
         max_shift=args.max_shift,
         static=args.static,
@@ -251,7 +273,12 @@ def _train(args: argparse.Namespace) -> dict:
             "kinds": list(gen.kinds),
             "kind_weights": [float(w) for w in gen.weights],
             "sources": "scikit-image photos (train list)"
-            + (" + shared/data/train (Vimeo train list, vtest.avi)" if data else ""),
+            + (" + shared/data/train (Vimeo train list, vtest.avi)" if data else "")
+            + (
+                f" + photos {args.photos} (/{args.photo_downscale:g}, x{args.photo_repeat})"
+                if args.photos is not None
+                else ""
+            ),
         },
     }
 

@@ -367,6 +367,31 @@ def test_synthetic_static_share(astronaut):
         SyntheticFlow([astronaut], static=1.5)
 
 
+def test_photo_sources_reduce_and_refuse_eval(tmp_path):
+    import cv2
+
+    from flows.synthetic import photo_sources
+
+    photos = tmp_path / "photos" / "sub"
+    photos.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    cv2.imwrite(str(photos / "a.png"), img)
+    got = photo_sources(tmp_path / "photos", downscale=3, repeat=2)
+    assert len(got) == 2 and got[0] is got[1]
+    assert tuple(got[0].shape) == (3, 20, 30)
+    # area reduction: each output pixel is the mean of a 3x3 block (RGB order)
+    block = img[:3, :3, ::-1].reshape(-1, 3).mean(0) / 255
+    assert torch.allclose(got[0][:, 0, 0], torch.tensor(block).float(), atol=1 / 255)
+    evald = tmp_path / "eval" / "x"
+    evald.mkdir(parents=True)
+    cv2.imwrite(str(evald / "a.png"), img)
+    with pytest.raises(InputError, match="eval"):
+        photo_sources(evald)
+    with pytest.raises(InputError, match="no .jpg"):
+        photo_sources(tmp_path / "photos" / "none")
+
+
 def test_train_script_runs_and_resumes(tmp_path):
     from flows.train import main
 
