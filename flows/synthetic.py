@@ -157,7 +157,9 @@ def photo_sources(
     if "eval" in root.resolve().parts:
         raise InputError(f"{root} is under eval/: never a training source")
     if int(repeat) < 1 or not downscale >= 1.0:
-        raise InputError(f"need repeat >= 1 and downscale >= 1, got {repeat}, {downscale}")
+        raise InputError(
+            f"need repeat >= 1 and downscale >= 1, got {repeat}, {downscale}"
+        )
     files = sorted(
         f for f in root.rglob("*") if f.suffix.lower() in (".jpg", ".jpeg", ".png")
     )

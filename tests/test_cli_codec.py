@@ -245,7 +245,11 @@ def test_golden_bytes(tmp_path):
     docs/bitstream.md, "Portability"); the pinned kernels give the same bytes
     on every x86-64 CPU for a given torch build.
     """
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+    env = {
+        **os.environ,
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+    }
     code = (
         "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
         "from test_cli_codec import _golden_file;"
