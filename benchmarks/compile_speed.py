@@ -1,11 +1,17 @@
 """Does ``torch.compile`` speed up a training step on this CPU? Eager vs compiled.
 
-One image codec's training step (forward under the trainer's precision, the
-rate-distortion loss, backward, Adam), on random-crop-sized inputs; eager and
-``torch.compile``d (inductor, default mode) alternate in rounds so that a
-neighbour's load hits both alike. The compile time is reported apart. Writes JSON.
+``--mode image``: one image codec's training step (forward under the trainer's
+precision, the rate-distortion loss, backward, Adam) on random inputs.
+``--mode joint``: the P-frame trainer's joint step (``PFrameStep``, as
+``dvc-ext train experiment=joint`` runs it) from the shipped video model on
+real Vimeo-90k pairs, with the three trained modules (motion codec, MC net,
+residual codec) compiled and the intra codec frozen. Eager and
+``torch.compile``d (inductor, default mode) copies alternate in rounds so that a
+neighbour's load hits both alike; the compile time is reported apart. Writes JSON.
 
     python benchmarks/compile_speed.py --out benchmarks/results/compile_speed.json
+    python benchmarks/compile_speed.py --mode joint --batch 4 --size 128 256 \
+        --precisions bf16 --out benchmarks/results/compile_speed_joint.json
 """
 
 from __future__ import annotations
@@ -60,20 +66,88 @@ def measure(name, N, M, batch, size, precision, channels_last, rounds, steps):
     compiled = torch.compile(loss_of)
     step(x, compiled)  # compiles forward and backward
     compile_s = time.perf_counter() - t
-    for _ in range(3):  # warm-up of both
-        step(x, loss_of)
-        step(x, compiled)
-    times = {"eager": [], "compiled": []}
-    for _ in range(rounds):
-        for label, fn in (("eager", loss_of), ("compiled", compiled)):
-            t = time.perf_counter()
-            for _ in range(steps):
-                step(x, fn)
-            times[label].append((time.perf_counter() - t) / steps)
+    times = _alternate(
+        lambda: step(x, loss_of), lambda: step(x, compiled), rounds, steps
+    )
     eager, comp = (statistics.median(times[k]) for k in ("eager", "compiled"))
     return {
-        "codec": name, "N": N, "M": M, "batch": batch, "crop": size,
+        "mode": "image", "codec": name, "N": N, "M": M, "batch": batch, "crop": size,
         "precision": precision, "channels_last": channels_last,
+        "eager_s_per_step": eager, "compiled_s_per_step": comp,
+        "speedup": eager / comp, "compile_s": compile_s, "rounds": times,
+    }  # fmt: skip
+
+
+def _alternate(run_eager, run_compiled, rounds: int, steps: int) -> dict:
+    for _ in range(3):  # warm-up of both (oneDNN primitive cache, autotuning)
+        run_eager()
+        run_compiled()
+    times = {"eager": [], "compiled": []}
+    for _ in range(rounds):
+        for label, fn in (("eager", run_eager), ("compiled", run_compiled)):
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[label].append((time.perf_counter() - t) / steps)
+    return times
+
+
+def measure_joint(batch, size, precision, rounds, steps, data: Path):
+    """The joint stage's step, eager vs its three trained modules compiled."""
+    import copy
+
+    from dvc_ext.checkpoint import default_checkpoint, load_checkpoint
+    from dvc_ext.training.model import PFrameStep, build_video, load_weights
+    from dvc_ext.training.precision import autocast
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from train_profile import _pairs
+
+    blob = load_checkpoint(default_checkpoint("video"), "video")
+    base = build_video(blob["config"])
+    load_weights(base, blob["state_dict"])
+    frames = _pairs(data, batch, size)
+    q = torch.arange(batch) % 4
+    lam = torch.tensor([256.0, 512.0, 1024.0, 2048.0])[q]
+    dev = torch.device("cpu")
+
+    def make(compiled: bool):
+        model = copy.deepcopy(base).train().to(memory_format=torch.channels_last)
+        model.intra.requires_grad_(False)
+        step = PFrameStep(model, "mse", ["warp", "pred"])
+        step.memory_format = torch.channels_last
+        step.configure("joint", "raw", False, False)
+        step.train()
+        names = [n for n in ("motion_codec", "mc_net", "residual_codec")
+                 if hasattr(model.pframe, n)]  # fmt: skip
+        if compiled:
+            for n in names:
+                getattr(model.pframe, n).compile()
+        params = [p for p in model.parameters() if p.requires_grad]
+        # A tiny lr: the step's cost is what is measured, not the model's drift.
+        opt = torch.optim.Adam(params, lr=1e-7)
+
+        def run():
+            opt.zero_grad(set_to_none=True)
+            with autocast(precision, dev):
+                out = step(frames, q, lam)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+
+        return run, names
+
+    run_eager, _ = make(False)
+    run_compiled, names = make(True)
+    t = time.perf_counter()
+    run_compiled()  # compiles forward and backward
+    run_compiled()  # and the second pass's guards
+    compile_s = time.perf_counter() - t
+    times = _alternate(run_eager, run_compiled, rounds, steps)
+    eager, comp = (statistics.median(times[k]) for k in ("eager", "compiled"))
+    return {
+        "mode": "joint", "compiled_modules": names, "batch": batch, "crop": size,
+        "precision": precision, "channels_last": True,
         "eager_s_per_step": eager, "compiled_s_per_step": comp,
         "speedup": eager / comp, "compile_s": compile_s, "rounds": times,
     }  # fmt: skip
@@ -81,11 +155,18 @@ def measure(name, N, M, batch, size, precision, channels_last, rounds, steps):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=["image", "joint"], default="image")
     ap.add_argument("--codecs", nargs="+", default=["mbt2018-mean"])
     ap.add_argument("--N", type=int, default=64)
     ap.add_argument("--M", type=int, default=96)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--size", type=int, nargs="+", default=[128])
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=REPO.parent / "shared" / "data",
+        help="--mode joint: the shared data (its train/vimeo_septuplet)",
+    )
     ap.add_argument("--precisions", nargs="+", default=["bf16", "fp32"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
@@ -95,18 +176,32 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     torch.set_num_threads(args.threads)
     rows = []
-    for name in args.codecs:
+    for size in args.size:
         for precision in args.precisions:
-            row = measure(name, args.N, args.M, args.batch, args.size, precision,
-                          True, args.rounds, args.steps)  # fmt: skip
-            print(
-                json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True
-            )
-            rows.append(row)
+            for name in ["joint"] if args.mode == "joint" else args.codecs:
+                if args.mode == "joint":
+                    row = measure_joint(
+                        args.batch, size, precision, args.rounds, args.steps, args.data
+                    )
+                else:
+                    row = measure(
+                        name, args.N, args.M, args.batch, size, precision, True,
+                        args.rounds, args.steps,
+                    )  # fmt: skip
+                brief = {k: v for k, v in row.items() if k != "rounds"}
+                print(json.dumps(brief), flush=True)
+                rows.append(row)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",
         "load_average_at_start": os.getloadavg(),
         "torch": torch.__version__,
+        "mode": args.mode,
+        "command": " ".join(
+            [
+                "python benchmarks/compile_speed.py",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ),
         "threads": args.threads,
         "rows": rows,
     }

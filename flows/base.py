@@ -76,7 +76,9 @@ def build_flow(
 
 
 #: Constructor settings that a checkpoint records beside its weights.
-_ARCHITECTURE_KEYS = ("levels", "lk_window", "iters", "fill_sigma", "fill_tau")
+_ARCHITECTURE_KEYS = (
+    "levels", "lk_window", "iters", "fill_sigma", "fill_tau", "context"
+)  # fmt: skip
 
 
 def flow_architecture(flow: nn.Module) -> dict:
@@ -102,24 +104,45 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict]:
     return blob, {}
 
 
-def load_flow_weights(flow: nn.Module, path: str | Path) -> None:
-    """Load a checkpoint of ``flows.train`` (or a bare state dict) into ``flow``."""
+def load_flow_weights(
+    flow: nn.Module, path: str | Path, grown: dict[str, str] | None = None
+) -> None:
+    """Load a checkpoint of ``flows.train`` (or a bare state dict) into ``flow``.
+
+    Args:
+        grown: ``{architecture key: parameter-name prefix}`` of modules that
+            ``flow`` adds to the checkpoint's model (PWC-Net's ``context`` net,
+            ``context_net.``): those keys may differ and those parameters may be
+            missing, keeping their initialisation (fine-tuning a grown model).
+    """
     path = Path(path)
-    _load_state(flow, path, *_read_checkpoint(path))
+    _load_state(flow, path, *_read_checkpoint(path), grown=grown or {})
 
 
-def _load_state(flow: nn.Module, path: Path, state: dict, config: dict) -> None:
+def _load_state(
+    flow: nn.Module, path: Path, state: dict, config: dict, grown: dict | None = None
+) -> None:
+    grown = grown or {}
     # Settings without parameters (SpyNet's iters) would load silently into the
     # wrong architecture, so the recorded ones are compared first.
     have = flow_architecture(flow)
     for key, want in config.get("model", {}).items():
-        if have.get(key) != want:
+        if key not in grown and have.get(key) != want:
             raise InputError(
                 f"{path} was trained with {key}={want}, "
                 f"this model has {key}={have.get(key)}"
             )
+    prefixes = tuple(grown.values())
+    state = {k: v.float() for k, v in state.items()}
+    if prefixes:
+        own = flow.state_dict()
+        missing = [k for k in own if k not in state]
+        if any(not k.startswith(prefixes) for k in missing):
+            bad = [k for k in missing if not k.startswith(prefixes)]
+            raise InputError(f"{path} does not fit this model: missing {bad[:5]}")
+        state = {**{k: own[k] for k in missing}, **state}
     try:
-        flow.load_state_dict({k: v.float() for k, v in state.items()})
+        flow.load_state_dict(state)
     except RuntimeError as err:
         raise InputError(f"{path} does not fit this model: {err}") from None
 

@@ -15,8 +15,8 @@ _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation)
     # He init: PyTorch's default shrinks activations layer by layer, which
     # slows the first steps of a from-scratch training a lot.
     nn.init.kaiming_normal_(conv.weight, a=0.1, nonlinearity="leaky_relu")
@@ -34,6 +34,32 @@ class _Decoder(nn.Module):
             *(_conv(a, b) for a, b in zip(chans[:-1], chans[1:])),
             nn.Conv2d(chans[-1], 2, 3, padding=1),
         )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class _Context(nn.Module):
+    """PWC-Net's context network: dilated convolutions refining the last flow.
+
+    Dilations 1, 2, 4, 8, 16, 1 give a receptive field of 67 cells (268 px at
+    stride 4), so a flat region (sky, a wall) whose own cost volume is
+    ambiguous takes its flow from the textured content around it. The last
+    layer starts at zero: a model grown from weights without it starts as
+    that model.
+    """
+
+    DILATIONS = (1, 2, 4, 8, 16, 1)
+
+    def __init__(self, cin: int, width: int) -> None:
+        super().__init__()
+        layers = []
+        for d in self.DILATIONS:
+            layers.append(_conv(cin, width, dilation=d))
+            cin = width
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, 2, 3, padding=1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
@@ -64,7 +90,9 @@ class PWCNet(FlowEstimator):
     strides 16, 8 and 4 (the last level run twice with its own decoder, which
     refines the sub-pixel part) instead of five levels; plain conv decoders of
     widths (64, 48, 32) predicting a residual instead of DenseNet decoders
-    predicting the flow; no context (dilated refinement) network. The cost
+    predicting the flow; the context (dilated refinement) network is optional
+    (``context`` channels, 0 = none) and takes the last cost volume, the
+    current frame's features and the flow. The cost
     volume correlates channel-normalised features (cosine, in [-1, 1]): its
     scale does not depend on how large the features happen to be, which
     speeds up early training. Search range: 4 feature pixels per level, i.e.
@@ -74,6 +102,7 @@ class PWCNet(FlowEstimator):
         widths: feature channels of the pyramid stages (strides 2, 4, 8, 16).
         decoder: hidden widths of each flow decoder.
         max_displacement: correlation search radius (feature pixels).
+        context: width of the context network after the last decoder (0: none).
     """
 
     output_stride = 4
@@ -84,6 +113,7 @@ class PWCNet(FlowEstimator):
         widths: tuple[int, ...] = (16, 32, 48, 64),
         decoder: tuple[int, ...] = (64, 48, 32),
         max_displacement: int = 4,
+        context: int = 0,
     ) -> None:
         super().__init__()
         if len(widths) != 4:
@@ -98,6 +128,14 @@ class PWCNet(FlowEstimator):
         n_cv = (2 * max_displacement + 1) ** 2
         self.decoders = nn.ModuleList(
             _Decoder(n_cv + widths[i] + 2, tuple(decoder)) for i in self._LEVELS
+        )
+        self.context = int(context)
+        if self.context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
+        self.context_net = (
+            _Context(n_cv + widths[self._LEVELS[-1]] + 2, self.context)
+            if self.context
+            else None
         )
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), False)
@@ -126,7 +164,8 @@ class PWCNet(FlowEstimator):
                 the finer levels is the perturbed guide, not the estimate.
 
         Returns:
-            ``[(flow, stride), ...]`` for strides 16, 8, 4, 4 (flow in pixels
+            ``[(flow, stride), ...]`` for strides 16, 8, 4, 4 (and 4 once more
+            after the context network, when there is one; flow in pixels
             of that level, ``B x 2 x H/s x W/s``) and finally the
             full-resolution flow (stride 1) that :meth:`forward` returns.
         """
@@ -155,6 +194,9 @@ class PWCNet(FlowEstimator):
                 * c.shape[1]
             )
             flow = flow + decoder(torch.cat([cv, c, flow], dim=1))
+            out.append((flow, stride))
+        if self.context_net is not None:
+            flow = flow + self.context_net(torch.cat([cv, c, flow], dim=1))
             out.append((flow, stride))
         full = 4.0 * F.interpolate(
             flow, size=cur.shape[-2:], mode="bilinear", align_corners=False

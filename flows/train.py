@@ -140,6 +140,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fill-tau", type=float, default=None, help="spynet's confidence scale"
     )
+    p.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="pwcnet: width of its context network (0: none); with --init from "
+        "weights without one, the net is added and trained from its identity start",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument(
@@ -197,11 +204,21 @@ def _train(args: argparse.Namespace) -> dict:
             kwargs[key] = values[0] if len(values) == 1 else tuple(values)
     if args.fill_tau is not None:
         kwargs["fill_tau"] = args.fill_tau
+    if args.context is not None:
+        kwargs["context"] = args.context
     if args.init is not None and not args.init.is_file():
         raise InputError(f"--init: no checkpoint at {args.init}")
     # --init also gives the architecture (recorded in its checkpoint); a resumed
     # run then loads its own state over those weights.
-    model = build_flow(args.flow, weights=args.init, **kwargs)
+    if args.init is not None and kwargs.get("context"):
+        # Grown from weights without a context net (or with another width).
+        from .base import _read_checkpoint, load_flow_weights
+
+        recorded = _read_checkpoint(args.init)[1].get("model", {})
+        model = build_flow(args.flow, **{**recorded, **kwargs})
+        load_flow_weights(model, args.init, grown={"context": "context_net."})
+    else:
+        model = build_flow(args.flow, weights=args.init, **kwargs)
     if not model.differentiable or not hasattr(model, "flow_pyramid"):
         raise InputError(f"flow {args.flow!r} is not a trainable estimator")
     if args.level is not None:

@@ -15,6 +15,7 @@ import torch
 
 from dvc_common import InputError
 from flows import backward_warp, build_flow, default_weights, list_flows
+from flows.base import load_flow_weights
 from flows.correlation import correlation, extension_available
 from flows.spynet import confidence_fill, flow_confidence, lucas_kanade_step
 from flows.synthetic import SyntheticFlow, skimage_image
@@ -446,6 +447,33 @@ def test_train_one_level_leaves_the_others(tmp_path):
     with pytest.raises(InputError, match="--level"):
         main(["--flow", "pwcnet", "--steps", "1", "--level", "0", "--out",
               str(tmp_path / "y"), "--crop", "32", "--batch", "2"])  # fmt: skip
+
+
+def test_pwcnet_grows_a_context_net(tmp_path):
+    """--context N --init W adds PWC-Net's context net to weights without one: it
+    starts as the identity (same flow as W), trains, and is then recorded."""
+    from flows.train import main
+
+    common = ["--flow", "pwcnet", "--crop", "64", "--batch", "2", "--heldout", "0"]
+    common += ["--data", str(tmp_path / "none")]
+    plain, grown = tmp_path / "plain.pth", tmp_path / "grown.pth"
+    main([*common, "--steps", "1", "--out", str(plain)])
+    base = build_flow("pwcnet", weights=plain).eval()
+    start = build_flow("pwcnet", context=8)
+    load_flow_weights(start, plain, grown={"context": "context_net."})
+    cur, ref = torch.rand(1, 3, 64, 80), torch.rand(1, 3, 64, 80)
+    with torch.no_grad():
+        assert torch.equal(start.eval()(cur, ref), base(cur, ref))
+    main([*common, "--steps", "2", "--context", "8", "--init", str(plain),
+          "--out", str(grown)])  # fmt: skip
+    flow = build_flow("pwcnet", weights=grown)
+    assert flow.context == 8 and flow.context_net is not None
+    after = torch.load(grown, weights_only=True)["state_dict"]
+    assert after["context_net.net.6.weight"].abs().sum() > 0  # it trained
+    with pytest.raises(InputError, match="trained with context=8"):
+        build_flow("pwcnet", weights=grown, context=0)
+    with pytest.raises(InputError, match="trained with context=0"):
+        build_flow("pwcnet", weights=plain, context=8)  # not grown: refused
 
 
 @pytest.mark.parametrize("name", LEARNED)
