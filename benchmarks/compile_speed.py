@@ -94,30 +94,15 @@ def _alternate(run_eager, run_compiled, rounds: int, steps: int) -> dict:
 
 def measure_joint(batch, size, precision, rounds, steps, data: Path):
     """The joint stage's step, eager vs its three trained modules compiled."""
-    import copy
-
-    from dvc_ext.checkpoint import default_checkpoint, load_checkpoint
-    from dvc_ext.training.model import PFrameStep, build_video, load_weights
-    from dvc_ext.training.precision import autocast
-
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from train_profile import _pairs
+    from train_profile import _pairs, default_joint_step, training_step
 
-    blob = load_checkpoint(default_checkpoint("video"), "video")
-    base = build_video(blob["config"])
-    load_weights(base, blob["state_dict"])
     frames = _pairs(data, batch, size)
     q = torch.arange(batch) % 4
     lam = torch.tensor([256.0, 512.0, 1024.0, 2048.0])[q]
-    dev = torch.device("cpu")
 
     def make(compiled: bool):
-        model = copy.deepcopy(base).train().to(memory_format=torch.channels_last)
-        model.intra.requires_grad_(False)
-        step = PFrameStep(model, "mse", ["warp", "pred"])
-        step.memory_format = torch.channels_last
-        step.configure("joint", "raw", False, False)
-        step.train()
+        model, step = default_joint_step(torch.channels_last)
         names = [n for n in ("motion_codec", "mc_net", "residual_codec")
                  if hasattr(model.pframe, n)]  # fmt: skip
         if compiled:
@@ -126,16 +111,7 @@ def measure_joint(batch, size, precision, rounds, steps, data: Path):
         params = [p for p in model.parameters() if p.requires_grad]
         # A tiny lr: the step's cost is what is measured, not the model's drift.
         opt = torch.optim.Adam(params, lr=1e-7)
-
-        def run():
-            opt.zero_grad(set_to_none=True)
-            with autocast(precision, dev):
-                out = step(frames, q, lam)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-
-        return run, names
+        return training_step(step, opt, params, frames, q, lam, precision), names
 
     run_eager, _ = make(False)
     run_compiled, names = make(True)

@@ -64,24 +64,50 @@ def _scalar(out: dict) -> torch.Tensor:
     return s
 
 
-def profile(args) -> dict:
+def default_joint_step(memory_format: torch.memory_format):
+    """``(model, step)``: the shipped video model in training mode and the
+    ``PFrameStep`` that ``dvc-ext train experiment=joint`` runs on it."""
     from dvc_ext.checkpoint import default_checkpoint, load_checkpoint
     from dvc_ext.training.model import PFrameStep, build_video, load_weights
-    from dvc_ext.training.precision import autocast, resolve_precision
 
-    dev = torch.device("cpu")
-    precision, note = resolve_precision(args.precision, dev)
     blob = load_checkpoint(default_checkpoint("video"), "video")
     model = build_video(blob["config"])
     load_weights(model, blob["state_dict"])
     model.train()
     model.intra.requires_grad_(False)  # the joint stage's default: train_intra=false
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model.to(memory_format=fmt)
+    model.to(memory_format=memory_format)
     step = PFrameStep(model, "mse", ["warp", "pred"])
-    step.memory_format = fmt
+    step.memory_format = memory_format
     step.configure("joint", "raw", False, False)
     step.train()
+    return model, step
+
+
+def training_step(step, opt, params, frames, q, lam, precision: str):
+    """One whole trainer step (forward, loss, backward, clipping, Adam) as a
+    closure."""
+    from dvc_ext.training.precision import autocast
+
+    dev = torch.device("cpu")
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        with autocast(precision, dev):
+            out = step(frames, q, lam)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    return run
+
+
+def profile(args) -> dict:
+    from dvc_ext.training.precision import autocast, resolve_precision
+
+    dev = torch.device("cpu")
+    precision, note = resolve_precision(args.precision, dev)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model, step = default_joint_step(fmt)
     frames = _pairs(args.data, args.batch, args.crop)
     ref, cur = (frames[:, i].contiguous(memory_format=fmt) for i in (0, 1))
     q = torch.arange(args.batch) % model.num_qualities
@@ -140,14 +166,7 @@ def profile(args) -> dict:
     rows["clip + Adam"] = {"forward_s": 0.0, "backward_s": 0.0,
                            "optimizer_s": _timed(optimizer, args.repeats)}  # fmt: skip
 
-    def whole():
-        opt.zero_grad(set_to_none=True)
-        with autocast(precision, dev):
-            out = step(frames, q, lam)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-
+    whole = training_step(step, opt, params, frames, q, lam, precision)
     total = _timed(whole, args.repeats)
     parts_sum = sum(
         r.get("forward_backward_s", r["forward_s"]) + r.get("optimizer_s", 0.0)

@@ -47,7 +47,10 @@ def default_weights(name: str) -> Path:
 
 
 def build_flow(
-    name: str, weights: str | Path | None = None, **kwargs: Any
+    name: str,
+    weights: str | Path | None = None,
+    grown: dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> FlowEstimator:
     """Build the flow registered as ``name``.
 
@@ -57,6 +60,8 @@ def build_flow(
             path of a checkpoint. Never downloaded. A checkpoint of
             :mod:`flows.train` records its architecture (``config.model``), which
             ``kwargs`` default to, so it loads without repeating them.
+        grown: modules ``kwargs`` add to the checkpoint's model (see
+            :func:`load_flow_weights`).
     """
     _discover()
     checkpoint = None
@@ -71,7 +76,7 @@ def build_flow(
     flow = _FLOWS.build(name, **kwargs)
     flow.registry_name = name
     if checkpoint is not None:
-        _load_state(flow, *checkpoint)
+        _load_state(flow, *checkpoint, grown=grown)
     return flow
 
 
@@ -116,7 +121,7 @@ def load_flow_weights(
             missing, keeping their initialisation (fine-tuning a grown model).
     """
     path = Path(path)
-    _load_state(flow, path, *_read_checkpoint(path), grown=grown or {})
+    _load_state(flow, path, *_read_checkpoint(path), grown=grown)
 
 
 def _load_state(
@@ -132,13 +137,13 @@ def _load_state(
                 f"{path} was trained with {key}={want}, "
                 f"this model has {key}={have.get(key)}"
             )
-    prefixes = tuple(grown.values())
     state = {k: v.float() for k, v in state.items()}
-    if prefixes:
+    if grown:
+        prefixes = tuple(grown.values())
         own = flow.state_dict()
         missing = [k for k in own if k not in state]
-        if any(not k.startswith(prefixes) for k in missing):
-            bad = [k for k in missing if not k.startswith(prefixes)]
+        bad = [k for k in missing if not k.startswith(prefixes)]
+        if bad:
             raise InputError(f"{path} does not fit this model: missing {bad[:5]}")
         state = {**{k: own[k] for k in missing}, **state}
     try:

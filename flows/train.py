@@ -210,15 +210,9 @@ def _train(args: argparse.Namespace) -> dict:
         raise InputError(f"--init: no checkpoint at {args.init}")
     # --init also gives the architecture (recorded in its checkpoint); a resumed
     # run then loads its own state over those weights.
-    if args.init is not None and kwargs.get("context"):
-        # Grown from weights without a context net (or with another width).
-        from .base import _read_checkpoint, load_flow_weights
-
-        recorded = _read_checkpoint(args.init)[1].get("model", {})
-        model = build_flow(args.flow, **{**recorded, **kwargs})
-        load_flow_weights(model, args.init, grown={"context": "context_net."})
-    else:
-        model = build_flow(args.flow, weights=args.init, **kwargs)
+    # A context net asked for is grown onto --init weights that lack it.
+    grown = {"context": "context_net."} if kwargs.get("context") else None
+    model = build_flow(args.flow, weights=args.init, grown=grown, **kwargs)
     if not model.differentiable or not hasattr(model, "flow_pyramid"):
         raise InputError(f"flow {args.flow!r} is not a trainable estimator")
     if args.level is not None:
