@@ -28,6 +28,13 @@ Motion mix (``kind`` of :meth:`SyntheticFlow.sample`):
 - a ``static`` share (0 by default) of pairs with no motion at all: the same
   view twice, each with its own photometric noise. Real video has many still
   regions, and an estimator must read them as zero flow, not as a small drift.
+- a ``texture`` share (0 by default) of pairs with a patch of periodic texture
+  (stripes or a grid a few px apart: shutters, fences, siding) or of flat
+  colour painted into the scene. Inside such a patch the flow is ambiguous
+  (aperture problem) or unseen; the estimator must carry it in from the
+  patch's surroundings. The patch is an analytic function of source
+  coordinates, evaluated at ``p`` and at ``p + flow(p)``, so it moves with the
+  scene and the ground truth stays exact.
 
 Sources: scikit-image's bundled photographs (no download) and, where the shared
 data folder is present, frames of its ``train/`` videos. ``astronaut`` and
@@ -203,6 +210,28 @@ def _sample(src: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return out[0]
 
 
+def _paint(img: torch.Tensor, patch: dict, u: torch.Tensor, v: torch.Tensor):
+    """``img`` with ``patch`` painted where the source coordinates ``u, v``
+    fall inside its rectangle."""
+    u0, v0, u1, v1 = patch["rect"]
+    inside = (u >= u0) & (u < u1) & (v >= v0) & (v < v1)
+    if patch["kind"] == "flat":
+        t = 0.5 * (u - u0) / max(u1 - u0, 1e-6)  # a gentle ramp, no texture
+    else:
+
+        def wave(angle: float) -> torch.Tensor:
+            along = u * math.cos(angle) + v * math.sin(angle)
+            arg = 2 * math.pi * along / patch["period"] + patch["phase"]
+            return 0.5 + 0.5 * torch.tanh(patch["sharp"] * torch.sin(arg))
+
+        t = wave(patch["angle"])
+        if patch["kind"] == "grid":
+            t = torch.maximum(t, wave(patch["angle"] + 0.5 * math.pi))
+    c0, c1 = patch["colours"]
+    fill = c0[:, None, None] * (1 - t) + c1[:, None, None] * t
+    return torch.where(inside, fill, img)
+
+
 def _shape_mask(
     x: torch.Tensor, y: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
@@ -227,6 +256,7 @@ class SyntheticFlow:
         photometric: apply the random gain / bias / noise (False: the frames
             are exact samples of the source, for checking the ground truth).
         static: share of pairs with zero flow (drawn before the motion kind).
+        texture: share of pairs with a periodic-texture or flat patch.
     """
 
     def __init__(
@@ -239,6 +269,7 @@ class SyntheticFlow:
         noise: float = 0.01,
         photometric: bool = True,
         static: float = 0.0,
+        texture: float = 0.0,
     ) -> None:
         if not images:
             raise InputError("SyntheticFlow needs at least one source image")
@@ -253,6 +284,9 @@ class SyntheticFlow:
         if not 0.0 <= static <= 1.0:
             raise InputError(f"static must be a share in [0, 1], got {static}")
         self.static = float(static)
+        if not 0.0 <= texture <= 1.0:
+            raise InputError(f"texture must be a share in [0, 1], got {texture}")
+        self.texture = float(texture)
         # A half-size copy of each source: zooming out samples it instead of
         # skipping pixels of the full one (no aliasing).
         self.images = [(im, F.avg_pool2d(im[None], 2)[0]) for im in images]
@@ -343,10 +377,35 @@ class SyntheticFlow:
         )
         ref = _sample(src, ox + xs / s, oy + ys / s)
         cur = _sample(src, ox + (xs + flow[0]) / s, oy + (ys + flow[1]) / s)
+        if self.texture > 0 and rng.random() < self.texture:
+            patch = self._texture_patch(rng, ox, oy, s)
+            ref = _paint(ref, patch, ox + xs / s, oy + ys / s)
+            cur = _paint(cur, patch, ox + (xs + flow[0]) / s, oy + (ys + flow[1]) / s)
         if kind == "piecewise":
             for _ in range(int(rng.integers(1, 4))):
                 ref, cur, flow = self._add_object(rng, ref, cur, flow, xs, ys)
         return self._photometric(rng, cur), self._photometric(rng, ref), flow
+
+    def _texture_patch(
+        self, rng: np.random.Generator, ox: float, oy: float, s: float
+    ) -> dict:
+        """A rectangle of the view in source coordinates and what fills it."""
+        h, w = self.size
+        ph, pw = rng.uniform(0.25, 0.6) * h, rng.uniform(0.25, 0.6) * w
+        y0, x0 = rng.uniform(0, h - ph), rng.uniform(0, w - pw)
+        colours = rng.uniform(0.05, 0.95, size=(2, 3))
+        if rng.random() < 0.5:  # low contrast, as weathered siding or shade
+            colours[1] = colours[0] + rng.uniform(0.1, 0.3) * (colours[1] - colours[0])
+        return {
+            "rect": (ox + x0 / s, oy + y0 / s, ox + (x0 + pw) / s, oy + (y0 + ph) / s),
+            "kind": str(rng.choice(["stripes", "grid", "flat"], p=[0.5, 0.25, 0.25])),
+            "angle": float(rng.choice([0.0, 0.5 * math.pi, rng.uniform(0, math.pi)])),
+            "period": float(rng.uniform(3.0, 12.0)) / s,
+            "phase": float(rng.uniform(0, 2 * math.pi)),
+            # tanh(k sin) runs from a sinusoid (k = 1) to a square wave (k = 8).
+            "sharp": float(rng.uniform(1.0, 8.0)),
+            "colours": torch.tensor(colours, dtype=torch.float32).clamp(0, 1),
+        }
 
     def _add_object(self, rng, ref, cur, flow, xs, ys):
         """Layer one moving textured shape on top of the pair."""

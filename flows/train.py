@@ -106,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--static", type=float, default=0.0, help="share of zero-motion pairs"
     )
     p.add_argument(
+        "--texture",
+        type=float,
+        default=0.0,
+        help="share of pairs with a periodic-texture or flat patch (aperture cases)",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -251,6 +257,7 @@ def _train(args: argparse.Namespace) -> dict:
         size=(args.crop, args.crop),
         max_shift=args.max_shift,
         static=args.static,
+        texture=args.texture,
     )
     arch = flow_architecture(model)
     config = {
@@ -280,6 +287,7 @@ def _train(args: argparse.Namespace) -> dict:
             "generator": "flows.synthetic.SyntheticFlow",
             "max_shift": args.max_shift,
             "static_share": args.static,
+            "texture_share": args.texture,
             "init": str(args.init) if args.init else None,
             "kinds": list(gen.kinds),
             "kind_weights": [float(w) for w in gen.weights],

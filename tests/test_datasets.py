@@ -321,3 +321,26 @@ def test_image_folder_downscale_and_repeat(tmp_path):
     for bad in ({"downscale": 0.5}, {"repeat": 0}):
         with pytest.raises(InputError, match="dataset."):
             build_datasets({**cfg, **bad}, 1, 32)
+
+
+def test_vimeo_chains_are_consecutive_frames_k_apart(tmp_path):
+    frames = _fake_vimeo(tmp_path)
+    for n, k in ((3, 1), (4, 2)):
+        ds = FrameDataset(
+            vimeo_clips(tmp_path), n, ref_distance=k, crop=(64, 96),
+            hflip=False, vflip=False, reverse=False,
+        )  # fmt: skip
+        per_clip = 7 - k * (n - 1)
+        assert len(ds) == 2 * per_clip
+        for i in range(len(ds)):
+            clip = ["00001/0001", "00001/0002"][i // per_clip]
+            last = k * (n - 1) + i % per_clip
+            x = ds[(i, (0, 0, i))]["frames"].permute(0, 2, 3, 1).numpy()
+            assert x.shape == (n, 64, 96, 3)
+            for j in range(n):
+                assert np.array_equal(x[j], frames[clip][last - k * (n - 1 - j)])
+    train, val = build_datasets(
+        {"name": "vimeo", "root": str(tmp_path), "crop": 64}, 4, 32, True, 2
+    )
+    assert train[(0, (0, 0, 0))]["frames"].shape[0] == 4
+    assert val[0]["frames"].shape[0] == 2

@@ -368,6 +368,30 @@ def test_synthetic_static_share(astronaut):
         SyntheticFlow([astronaut], static=1.5)
 
 
+def test_synthetic_texture_patches_move_with_the_scene(astronaut):
+    """texture=1: every pair gets a periodic or flat patch that the exact flow
+    carries; texture=0 leaves the default stream as is."""
+    plain = SyntheticFlow([astronaut], size=(64, 80), photometric=False)
+    tex = SyntheticFlow([astronaut], size=(64, 80), photometric=False, texture=1.0)
+    ys, xs = torch.meshgrid(torch.arange(64), torch.arange(80), indexing="ij")
+    integer_pairs = 0
+    for seed in range(12):
+        c0, r0, f0 = plain.sample(np.random.default_rng(seed), "translation")
+        cur, ref, flow = tex.sample(np.random.default_rng(seed), "translation")
+        assert torch.equal(flow, f0)  # the patch is drawn after the motion
+        painted = (ref - r0).abs().amax(0) > 1e-6
+        assert painted.float().mean() > 0.03
+        if torch.equal(flow, flow.round()):
+            integer_pairs += 1
+            warped = backward_warp(ref[None], flow[None])[0]
+            px, py = xs + flow[0], ys + flow[1]
+            inside = (px >= 0) & (px <= 79) & (py >= 0) & (py <= 63)
+            assert (warped - cur).abs().amax(0)[inside].max() < 1e-4
+    assert integer_pairs >= 2
+    with pytest.raises(InputError, match="texture"):
+        SyntheticFlow([astronaut], texture=-0.1)
+
+
 def test_photo_sources_reduce_and_refuse_eval(tmp_path):
     import cv2
 

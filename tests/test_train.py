@@ -290,3 +290,53 @@ def test_pred_weight_adds_the_prediction_term_only_to_the_optimised_loss(shared_
     )
     with pytest.raises(InputError, match="pred_weight"):
         PFrameStep(model, pred_weight=-1.0)
+
+
+def test_chained_pframes_code_each_frame_on_the_previous_reconstruction(shared_data):
+    """chain: frame t is coded on frame t-1's reconstruction, the gradient runs
+    through the chain, the loss is the mean over the P-frames."""
+    from dvc_ext.training.model import PFrameStep
+
+    root = shared_data / "train" / "vimeo_septuplet"
+    cfg = compose("train", ["debug=tiny", f"dataset.root={root}", "experiment=joint"])
+    model = Trainer(
+        OmegaConf.to_container(cfg, resolve=True), init_distributed("cpu")
+    ).model
+    torch.manual_seed(0)
+    frames = torch.rand(2, 3, 3, 64, 64)
+    q, lam = torch.tensor([0, 1]), torch.tensor([256.0, 512.0])
+    step = PFrameStep(model, pred_weight=0.1).eval()
+    step.configure("joint", "raw", train_intra=False, train_flow=False)
+    with torch.no_grad():
+        chained = step(frames, q, lam)
+        first, x1 = step._code(frames[:, 0], frames[:, 1], q, lam, 64 * 64)
+        second, _ = step._code(x1.clamp(0, 1), frames[:, 2], q, lam, 64 * 64)
+        on_raw, _ = step._code(frames[:, 1], frames[:, 2], q, lam, 64 * 64)
+    want = (first["loss"] + second["loss"]) / 2
+    assert torch.allclose(chained["per_sample"]["loss"], want, rtol=1e-5)
+    assert float(chained["loss"]) == pytest.approx(
+        float(((first["objective"] + second["objective"]) / 2).mean()), rel=1e-5
+    )
+    assert not torch.allclose(second["loss"], on_raw["loss"], rtol=1e-3)
+    # Frame 0 reaches the second P-frame's loss only through the first
+    # reconstruction: were the chain detached, its gradient would be the first
+    # P-frame's alone.
+    x = frames.clone().requires_grad_(True)
+    g_chain = torch.autograd.grad(step(x, q, lam)["loss"], x)[0][:, 0]
+    y = frames.clone().requires_grad_(True)
+    first, _ = step._code(y[:, 0], y[:, 1], q, lam, 64 * 64)
+    g_first = torch.autograd.grad(first["objective"].mean() / 2, y)[0][:, 0]
+    assert g_first.abs().sum() > 0
+    assert not torch.allclose(g_chain, g_first, rtol=1e-3, atol=1e-9)
+    with pytest.raises(InputError, match="2 frames"):
+        step(frames[:, :1], q, lam)
+
+
+def test_chained_run_trains_on_chains_and_validates_on_pairs(shared_data, tmp_path):
+    run = _run(shared_data, tmp_path / "run", "experiment=joint", "chain=2")
+    assert [int(r["step"]) for r in _rows(run)] == [1, 2, 3]
+    log = (run / "train.log").read_text()
+    assert "3 frames per sample" in log
+    assert len(_rows(run, "val")) == 4
+    with pytest.raises(InputError, match="chain"):
+        _run(shared_data, tmp_path / "bad", "experiment=joint", "chain=0")

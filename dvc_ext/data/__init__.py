@@ -102,21 +102,26 @@ def build_datasets(
     frames_per_sample: int,
     multiple: int = 64,
     with_val: bool = True,
+    val_frames_per_sample: int | None = None,
 ) -> tuple[FrameDataset, FrameDataset | None]:
     """Training and validation sets of one ``dataset`` config.
 
     Args:
         cfg: the ``dataset`` group (``name``, ``root``, ``crop``, ...).
-        frames_per_sample: 2 for P-frame training (ref, cur), 1 for images.
+        frames_per_sample: 2 for P-frame training (ref, cur), ``n > 2`` for
+            chained P-frames (``chain``), 1 for images.
         multiple: the model's size multiple (crops must be multiples of it).
         with_val: also build the validation set (None where it is empty).
+        val_frames_per_sample: frames of a validation sample (default
+            ``frames_per_sample``): a chained run still validates on pairs, so
+            its validation loss compares with unchained runs'.
 
     Raises:
         InputError: a wrong root or list file, a crop that is no multiple of
             ``multiple``, a P-frame run on single images, no training sample.
     """
     kind = cfg.get("name")
-    if frames_per_sample == 2 and kind == "images":
+    if frames_per_sample >= 2 and kind == "images":
         raise InputError(
             "dataset=images gives single images; task=pframe needs frame pairs "
             "(dataset=vimeo, video_files or mixed)"
@@ -147,6 +152,8 @@ def build_datasets(
     val = None
     if with_val:
         limit = cfg.get("val_limit")
+        if val_frames_per_sample is not None:
+            common["frames_per_sample"] = val_frames_per_sample
         val = FrameDataset(
             sources_of(cfg, "val"),
             train=False,

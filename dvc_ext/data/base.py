@@ -88,7 +88,8 @@ class FrameDataset(Dataset):
 
     Args:
         sources: the frame sources (at least one sample must fit).
-        frames_per_sample: 2 (``ref, cur``) or 1 (an image).
+        frames_per_sample: 1 (an image), 2 (``ref, cur``) or ``n > 2``: a chain
+            of ``n`` frames ``k`` apart (the reference, then ``n - 1`` P-frames).
         ref_distance: ``k``: the reference is the frame ``k`` before the current.
         crop: training crop ``(h, w)``; frames smaller than it are mirror-padded.
         train: random crop / flips / reversal (True) or centre crops (False).
@@ -113,15 +114,15 @@ class FrameDataset(Dataset):
         multiple: int = 64,
         limit: int | None = None,
     ) -> None:
-        if frames_per_sample not in (1, 2):
-            raise ValueError(
-                f"frames_per_sample must be 1 or 2, got {frames_per_sample}"
-            )
+        if frames_per_sample < 1:
+            raise ValueError(f"frames_per_sample must be >= 1, got {frames_per_sample}")
         if ref_distance < 1:
             raise InputError(f"dataset.ref_distance must be >= 1, got {ref_distance}")
         self.sources = list(sources)
         self.frames_per_sample = frames_per_sample
-        self.k = int(ref_distance) if frames_per_sample == 2 else 0
+        self.k = int(ref_distance)
+        #: frames from the first to the last frame of a sample
+        self.span = self.k * (frames_per_sample - 1)
         self.crop = crop
         self.train = train
         self.hflip, self.vflip, self.reverse = hflip, vflip, reverse
@@ -129,9 +130,9 @@ class FrameDataset(Dataset):
         self.multiple = multiple
         src, t = [], []
         for i, s in enumerate(self.sources):
-            n = max(0, s.length - self.k)
+            n = max(0, s.length - self.span)
             src.append(np.full(n, i, dtype=np.int64))
-            t.append(np.arange(self.k, self.k + n, dtype=np.int64))
+            t.append(np.arange(self.span, self.span + n, dtype=np.int64))
         self._src = np.concatenate(src) if src else np.zeros(0, np.int64)
         self._t = np.concatenate(t) if t else np.zeros(0, np.int64)
         if limit is not None and 0 < limit < len(self._src):
@@ -152,8 +153,8 @@ class FrameDataset(Dataset):
             index, rng = int(key), None
         source = self.sources[int(self._src[index])]
         t = int(self._t[index])
-        times = [t - self.k, t] if self.frames_per_sample == 2 else [t]
-        if rng is not None and self.reverse and len(times) == 2 and rng.random() < 0.5:
+        times = list(range(t - self.span, t + 1, self.k)) if self.span else [t]
+        if rng is not None and self.reverse and len(times) > 1 and rng.random() < 0.5:
             times.reverse()
         frames = [source.read(i) for i in times]
         if len({f.shape for f in frames}) != 1:

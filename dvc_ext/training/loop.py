@@ -294,11 +294,21 @@ class Trainer:
         multiple = (
             getattr(self.model, "multiple", None) or self.model.downsampling_factor
         )
-        fps = 2 if self.task == "pframe" else 1
+        chain = c.get("chain", 1)
+        if not isinstance(chain, int) or isinstance(chain, bool) or chain < 1:
+            raise InputError(f"chain must be an integer >= 1, got {chain!r}")
+        if chain > 1 and self.task != "pframe":
+            raise InputError(f"chain={chain} is for task=pframe (P-frames in a row)")
+        fps = 1 + chain if self.task == "pframe" else 1
         validate = bool(c.get("validate", True))
+        # Validation stays on pairs whatever the chain: its loss is comparable
+        # across runs (docs/training.md, "Chained P-frames").
+        val_fps = 2 if self.task == "pframe" else 1
         self.train_set, self.val_set = D.main_first(
             self.info,
-            lambda: build_datasets(c.get("dataset") or {}, fps, multiple, validate),
+            lambda: build_datasets(
+                c.get("dataset") or {}, fps, multiple, validate, val_fps
+            ),
         )
         self.sampler = ResumableSampler(
             len(self.train_set),
@@ -360,6 +370,7 @@ class Trainer:
             f"data: train {self.train_set.describe()}, val "
             f"{self.val_set.describe() if self.val_set is not None else 'none'}; batch "
             f"{self.batch_size} per process, crop {self.train_set.crop}, "
+            f"{self.train_set.frames_per_sample} frames per sample, "
             f"{self.sampler.batches_per_epoch} steps per epoch"
         )
         self.log(

@@ -243,8 +243,10 @@ def video_modules(model: nn.Module) -> dict[str, nn.Module | None]:
 class PFrameStep(nn.Module):
     """One training step of the P-frame model (and optionally its intra codec).
 
-    ``frames`` ``B x 2 x 3 x H x W`` in [0, 1] (frame 0 the reference). The
-    stage (:meth:`configure`) decides what runs and what the loss is:
+    ``frames`` ``B x N x 3 x H x W`` in [0, 1] (frame 0 the reference; ``N > 2``:
+    a chain, frame ``t`` coded on the reconstruction of frame ``t - 1`` and
+    the loss the mean over the ``N - 1`` P-frames). The stage
+    (:meth:`configure`) decides what runs and what the loss is:
 
     .. code-block:: none
 
@@ -290,8 +292,11 @@ class PFrameStep(nn.Module):
     def forward(self, frames: torch.Tensor, quality: torch.Tensor | None,
                 lam: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
         mf = self.memory_format
-        ref, cur = (frames[:, i].contiguous(memory_format=mf) for i in (0, 1))
-        hw = cur.shape[-2] * cur.shape[-1]
+        n = frames.shape[1]
+        if n < 2:
+            raise InputError(f"a P-frame step needs >= 2 frames per sample, got {n}")
+        ref = frames[:, 0].contiguous(memory_format=mf)
+        hw = ref.shape[-2] * ref.shape[-1]
         m: dict[str, torch.Tensor] = {}
         loss_i = None
         if self.train_intra or self.ref_mode == "intra":
@@ -310,6 +315,37 @@ class PFrameStep(nn.Module):
                 loss_i = lam * distortion(i["x_hat"], ref, self.metric) + m["bpp_intra"]
             if self.ref_mode == "intra":
                 ref = i["x_hat"].detach().clamp(0.0, 1.0)
+        # A chain (n > 2) codes frame t on the reconstruction of frame t - 1, as
+        # the decoder does inside a GOP, and the gradient runs through the
+        # chain: a frame's reconstruction is trained for the frames it
+        # predicts (cascaded training, as DCVC-HEM/DCVC-DC fine-tune). The
+        # motion stage has no reconstruction: its P-frames use the raw frames.
+        steps = []
+        for t in range(1, n):
+            cur = frames[:, t].contiguous(memory_format=mf)
+            if t > 1 and self.stage == "motion":
+                ref = frames[:, t - 1].contiguous(memory_format=mf)
+            out, x_hat = self._code(ref, cur, quality, lam, hw)
+            steps.append(out)
+            if x_hat is not None:
+                ref = x_hat.clamp(0.0, 1.0)
+        for k in steps[0]:
+            m[k] = sum(o[k] for o in steps) / len(steps)
+        loss = m.pop("objective")
+        if loss_i is not None:
+            m["loss"] = (m["loss"] + loss_i) / 2
+            loss = (loss + loss_i) / 2
+        return {
+            "loss": loss.mean(),
+            "per_sample": {k: v.detach() for k, v in m.items()},
+        }
+
+    def _code(self, ref: torch.Tensor, cur: torch.Tensor,
+              quality: torch.Tensor | None, lam: torch.Tensor,
+              hw: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:  # fmt: skip
+        """One P-frame's metrics (``objective``: what is minimised) and
+        reconstruction (None in the motion stage)."""
+        m: dict[str, torch.Tensor] = {}
         pf = self.video.pframe
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_flow):
             v = pf.estimate_flow(cur, ref)
@@ -318,6 +354,7 @@ class PFrameStep(nn.Module):
         m["bpp_motion"] = bpp(mo["likelihoods"], hw)
         m["mse_warp"] = mse(x_warp, cur)
         m["mse_pred"] = mse(x_pred.clamp(0, 1), cur)
+        x_hat = None
         if self.stage == "motion":
             preds = {"warp": x_warp, "pred": x_pred}
             d = sum(distortion(preds[t], cur, self.metric) for t in self.motion_targets)
@@ -333,24 +370,20 @@ class PFrameStep(nn.Module):
             m["mse"] = mse(x_hat.clamp(0, 1), cur)
         if self.metric == "ms-ssim":
             m["ms_ssim"] = 1.0 - d.detach()
-        elif not self.training and self.stage != "motion":
+        elif not self.training and x_hat is not None:
             m["ms_ssim"] = ms_ssim(x_hat.detach().clamp(0, 1), cur)
-        loss = lam * d + m["bpp"]
-        if loss_i is not None:
-            loss = (loss + loss_i) / 2
-        m["loss"] = loss
-        if self.pred_weight and self.stage != "motion":
+        m["loss"] = lam * d + m["bpp"]
+        m["objective"] = m["loss"]
+        if self.pred_weight and x_hat is not None:
             # x_hat = x_pred + codec(cur - x_pred): the distortion's gradient
             # to x_pred nearly cancels, so in the joint stage the MC net drifts
             # (its prediction fell from the warp's 27 dB to 22-23 dB while the
             # residual's bits did not drop). A small pull keeps it a prediction.
             # Logged "loss" stays DVC's objective, comparable across runs.
-            aux = self.pred_weight * lam * distortion(x_pred, cur, self.metric)
-            loss = loss + (aux / 2 if loss_i is not None else aux)
-        return {
-            "loss": loss.mean(),
-            "per_sample": {k: v.detach() for k, v in m.items()},
-        }
+            m["objective"] = m["loss"] + self.pred_weight * lam * distortion(
+                x_pred, cur, self.metric
+            )
+        return m, x_hat
 
 
 class ImageStep(nn.Module):
