@@ -37,6 +37,15 @@ def _rows(run: Path, split: str = "train") -> list[dict]:
         return [r for r in csv.DictReader(f) if r["split"] == split]
 
 
+def _tiny_joint_model(shared_data: Path) -> torch.nn.Module:
+    """The video model a tiny joint-stage run starts from."""
+    root = shared_data / "train" / "vimeo_septuplet"
+    cfg = compose("train", ["debug=tiny", f"dataset.root={root}", "experiment=joint"])
+    return Trainer(
+        OmegaConf.to_container(cfg, resolve=True), init_distributed("cpu")
+    ).model
+
+
 def _state(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["state_dict"]
 
@@ -261,11 +270,7 @@ def test_pred_weight_adds_the_prediction_term_only_to_the_optimised_loss(shared_
     from dvc_ext.losses import distortion
     from dvc_ext.training.model import PFrameStep
 
-    root = shared_data / "train" / "vimeo_septuplet"
-    cfg = compose("train", ["debug=tiny", f"dataset.root={root}", "experiment=joint"])
-    model = Trainer(
-        OmegaConf.to_container(cfg, resolve=True), init_distributed("cpu")
-    ).model
+    model = _tiny_joint_model(shared_data)
     torch.manual_seed(0)
     frames = torch.rand(2, 2, 3, 64, 64)
     q = torch.tensor([0, 1])
@@ -297,11 +302,7 @@ def test_chained_pframes_code_each_frame_on_the_previous_reconstruction(shared_d
     through the chain, the loss is the mean over the P-frames."""
     from dvc_ext.training.model import PFrameStep
 
-    root = shared_data / "train" / "vimeo_septuplet"
-    cfg = compose("train", ["debug=tiny", f"dataset.root={root}", "experiment=joint"])
-    model = Trainer(
-        OmegaConf.to_container(cfg, resolve=True), init_distributed("cpu")
-    ).model
+    model = _tiny_joint_model(shared_data)
     torch.manual_seed(0)
     frames = torch.rand(2, 3, 3, 64, 64)
     q, lam = torch.tensor([0, 1]), torch.tensor([256.0, 512.0])
