@@ -97,3 +97,60 @@ def test_entropy_overhead_measures_classical_codecs(tmp_path):
                                     "--out", str(out)],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode != 0 and "increase" in bad.stderr
+
+
+def _write_lineage(folder: Path, threads_b: int = 2) -> Path:
+    """Two runs (a: 1 thread, 100 s over 200 steps; b: ``threads_b`` threads) and two points."""
+    rows = ["run,step,split,quality,loss,bpp,psnr,stage,elapsed_s"]
+    rows += [f"a,{s},train,all,1,0.1,30,joint,{s / 2}" for s in (20, 100, 200)]
+    rows += [f"b,{s},train,all,1,0.1,30,joint,{s}" for s in (20, 40, 60)]
+    rows += [f"b,60,val,{q},{1 + q},0.{q + 1},3{q},joint," for q in range(4)]
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    cfg = {"runs": [{"run": "a", "config": {"threads": 1}},
+                    {"run": "b", "config": {"threads": threads_b}}]}  # fmt: skip
+    (folder / "m.yaml").write_text(json.dumps(cfg))
+
+    def result(bpp0, psnr0):
+        pts = [
+            {"quality": q, "bpp": bpp0 * (1 + q), "psnr": psnr0 + q} for q in range(4)
+        ]
+        return {"results": {"r": {"val_loss": 1.0 / psnr0, "points": pts}}}
+
+    (folder / "p1.json").write_text(json.dumps(result(0.1, 30.0)))
+    (folder / "p2.json").write_text(json.dumps(result(0.09, 31.0)))
+    man = {"csv": "m.csv", "config": "m.yaml",
+           "points": [{"label": "one", "run": "a", "step": 150, "json": "p1.json", "result": "r"},
+                      {"label": "two", "run": "b", "step": 60, "json": "p2.json", "result": "r"}]}  # fmt: skip
+    (folder / "man.yaml").write_text(json.dumps(man))
+    return folder / "man.yaml"
+
+
+def test_learning_curve_counts_each_runs_cpu_time(tmp_path):
+    import csv
+
+    man = _write_lineage(tmp_path)
+    out = tmp_path / "lc.csv"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "--manifest", str(man),
+           "--root", str(tmp_path), "--out-csv", str(out), "--out-png", str(tmp_path / "lc.png")]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    held = [r for r in rows if r["kind"] == "heldout"]
+    # point one: step 150 of run a, logged at 100 (50 s) then at 0.5 s/step
+    assert float(held[0]["cpu_seconds"]) == 75.0 and held[0]["cum_steps"] == "150"
+    # point two: all of run a (100 s, 1 thread) + run b's 60 s on 2 threads
+    assert float(held[1]["cpu_seconds"]) == 220.0 and held[1]["cum_steps"] == "260"
+    assert float(held[1]["bd_rate_vs_prev"]) < 0  # better PSNR at fewer bits
+    internal = [r for r in rows if r["kind"] == "internal"]
+    assert len(internal) == 1 and float(internal[0]["loss"]) == 2.5
+    assert (tmp_path / "lc.png").stat().st_size > 1000
+
+    # a point past the end of its run, and a run without a thread count, are refused
+    bad = json.loads(man.read_text())
+    bad["points"][1]["step"] = 61
+    man.write_text(json.dumps(bad))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "no train row at or after step 61" in p.stderr
+    _write_lineage(tmp_path, threads_b=None)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "run b does not state its threads" in p.stderr
