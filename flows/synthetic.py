@@ -29,8 +29,9 @@ Motion mix (``kind`` of :meth:`SyntheticFlow.sample`):
   view twice, each with its own photometric noise. Real video has many still
   regions, and an estimator must read them as zero flow, not as a small drift.
 - a ``texture`` share (0 by default) of pairs with a patch of periodic texture
-  (stripes or a grid a few px apart: shutters, fences, siding) or of flat
-  colour painted into the scene. Inside such a patch the flow is ambiguous
+  (stripes or a grid a few px apart: shutters, fences, siding), of flat
+  colour, or of a faint ramp with grain of a few grey levels (sky, walls)
+  painted into the scene. Inside such a patch the flow is ambiguous
   (aperture problem) or unseen; the estimator must carry it in from the
   patch's surroundings. The patch is an analytic function of source
   coordinates, evaluated at ``p`` and at ``p + flow(p)``, so it moves with the
@@ -215,7 +216,7 @@ def _paint(img: torch.Tensor, patch: dict, u: torch.Tensor, v: torch.Tensor):
     fall inside its rectangle."""
     u0, v0, u1, v1 = patch["rect"]
     inside = (u >= u0) & (u < u1) & (v >= v0) & (v < v1)
-    if patch["kind"] == "flat":
+    if patch["kind"] in ("flat", "faint"):
         t = 0.5 * (u - u0) / max(u1 - u0, 1e-6)  # a gentle ramp, no texture
     else:
 
@@ -229,6 +230,15 @@ def _paint(img: torch.Tensor, patch: dict, u: torch.Tensor, v: torch.Tensor):
             t = torch.maximum(t, wave(patch["angle"] + 0.5 * math.pi))
     c0, c1 = patch["colours"]
     fill = c0[:, None, None] * (1 - t) + c1[:, None, None] * t
+    if patch["kind"] == "faint":
+        # Sky, walls, skin: a ramp plus grain of a few grey levels, the only
+        # cue to the motion there. Plane waves in source coordinates, so the
+        # grain moves exactly with the scene.
+        grain = torch.zeros_like(u)
+        for angle, period, phase in patch["waves"].tolist():
+            along = u * math.cos(angle) + v * math.sin(angle)
+            grain = grain + torch.sin(2 * math.pi * along / period + phase)
+        fill = fill + patch["amp"] * grain / math.sqrt(len(patch["waves"]))
     return torch.where(inside, fill, img)
 
 
@@ -257,6 +267,8 @@ class SyntheticFlow:
             are exact samples of the source, for checking the ground truth).
         static: share of pairs with zero flow (drawn before the motion kind).
         texture: share of pairs with a periodic-texture or flat patch.
+        faint: share of those patches that are a faint ramp with grain (0:
+            the stripes / grid / flat mix alone, drawn as before).
     """
 
     def __init__(
@@ -270,6 +282,7 @@ class SyntheticFlow:
         photometric: bool = True,
         static: float = 0.0,
         texture: float = 0.0,
+        faint: float = 0.0,
     ) -> None:
         if not images:
             raise InputError("SyntheticFlow needs at least one source image")
@@ -287,6 +300,9 @@ class SyntheticFlow:
         if not 0.0 <= texture <= 1.0:
             raise InputError(f"texture must be a share in [0, 1], got {texture}")
         self.texture = float(texture)
+        if not 0.0 <= faint <= 1.0:
+            raise InputError(f"faint must be a share in [0, 1], got {faint}")
+        self.faint = float(faint)
         # A half-size copy of each source: zooming out samples it instead of
         # skipping pixels of the full one (no aliasing).
         self.images = [(im, F.avg_pool2d(im[None], 2)[0]) for im in images]
@@ -396,9 +412,12 @@ class SyntheticFlow:
         colours = rng.uniform(0.05, 0.95, size=(2, 3))
         if rng.random() < 0.5:  # low contrast, as weathered siding or shade
             colours[1] = colours[0] + rng.uniform(0.1, 0.3) * (colours[1] - colours[0])
-        return {
+        patch = {
             "rect": (ox + x0 / s, oy + y0 / s, ox + (x0 + pw) / s, oy + (y0 + ph) / s),
-            "kind": str(rng.choice(["stripes", "grid", "flat"], p=[0.5, 0.25, 0.25])),
+            # faint = 0 draws nothing extra: earlier runs' streams stay as they were
+            "kind": "faint"
+            if self.faint > 0 and rng.random() < self.faint
+            else str(rng.choice(["stripes", "grid", "flat"], p=[0.5, 0.25, 0.25])),
             "angle": float(rng.choice([0.0, 0.5 * math.pi, rng.uniform(0, math.pi)])),
             "period": float(rng.uniform(3.0, 12.0)) / s,
             "phase": float(rng.uniform(0, 2 * math.pi)),
@@ -406,6 +425,21 @@ class SyntheticFlow:
             "sharp": float(rng.uniform(1.0, 8.0)),
             "colours": torch.tensor(colours, dtype=torch.float32).clamp(0, 1),
         }
+        if patch["kind"] == "faint":
+            k = 8
+            patch["waves"] = torch.tensor(
+                np.stack(
+                    [
+                        rng.uniform(0, math.pi, k),
+                        rng.uniform(3.0, 40.0, k) / s,
+                        rng.uniform(0, 2 * math.pi, k),
+                    ],
+                    axis=1,
+                )  # fmt: skip
+            )
+            # 1-5 grey levels (of 255) of grain
+            patch["amp"] = float(rng.uniform(0.004, 0.02))
+        return patch
 
     def _add_object(self, rng, ref, cur, flow, xs, ys):
         """Layer one moving textured shape on top of the pair."""

@@ -112,6 +112,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of pairs with a periodic-texture or flat patch (aperture cases)",
     )
     p.add_argument(
+        "--faint",
+        type=float,
+        default=0.0,
+        help="share of those patches that are a faint ramp with grain (sky, walls)",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -258,6 +264,7 @@ def _train(args: argparse.Namespace) -> dict:
         max_shift=args.max_shift,
         static=args.static,
         texture=args.texture,
+        faint=args.faint,
     )
     arch = flow_architecture(model)
     config = {
@@ -288,6 +295,7 @@ def _train(args: argparse.Namespace) -> dict:
             "max_shift": args.max_shift,
             "static_share": args.static,
             "texture_share": args.texture,
+            "faint_share": args.faint,
             "init": str(args.init) if args.init else None,
             "kinds": list(gen.kinds),
             "kind_weights": [float(w) for w in gen.weights],

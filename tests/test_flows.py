@@ -8,6 +8,7 @@ where absent); a random-init model is exempt from the accuracy checks.
 from __future__ import annotations
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -390,6 +391,38 @@ def test_synthetic_texture_patches_move_with_the_scene(astronaut):
     assert integer_pairs >= 2
     with pytest.raises(InputError, match="texture"):
         SyntheticFlow([astronaut], texture=-0.1)
+
+
+def test_faint_patches_carry_grain_that_moves_with_the_scene(astronaut):
+    """The 'faint' kind: a ramp plus a few grey levels of grain, a function of
+    source coordinates, so painting at p + d equals shifting the painted image."""
+    from flows.synthetic import _paint
+
+    tex = SyntheticFlow(
+        [astronaut], size=(64, 80), photometric=False, texture=1.0, faint=0.25
+    )
+    rng = np.random.default_rng(3)
+    kinds = [tex._texture_patch(rng, 0.0, 0.0, 1.0) for _ in range(200)]
+    assert {p["kind"] for p in kinds} == {"stripes", "grid", "flat", "faint"}
+    patch = next(p for p in kinds if p["kind"] == "faint")
+    patch["rect"] = (0.0, 0.0, 80.0, 64.0)
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(80.0), indexing="ij")
+    img = torch.zeros(3, 64, 80)
+    faint = _paint(img, patch, xs, ys)
+    flat = _paint(img, {**patch, "kind": "flat"}, xs, ys)
+    grain = (faint - flat)[0]
+    assert 0 < grain.abs().max() <= patch["amp"] * math.sqrt(8) + 1e-6
+    assert grain.std() > 0.2 * patch["amp"]  # grain, not a constant offset
+    moved = _paint(img, patch, xs + 3, ys - 2)
+    assert torch.allclose(moved[:, 2:, :-3], faint[:, :-2, 3:], atol=1e-5)
+    # faint=0 keeps the earlier mix and its random stream
+    old = SyntheticFlow([astronaut], size=(64, 80), texture=1.0)
+    assert all(
+        old._texture_patch(np.random.default_rng(i), 0.0, 0.0, 1.0)["kind"] != "faint"
+        for i in range(50)
+    )
+    with pytest.raises(InputError, match="faint"):
+        SyntheticFlow([astronaut], faint=1.5)
 
 
 def test_photo_sources_reduce_and_refuse_eval(tmp_path):
