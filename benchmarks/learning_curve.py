@@ -9,12 +9,12 @@ wall clock, resumes included) times the run's torch threads, so CPU-hours on
 this 2-core machine as it was at the time (some runs shared it with other jobs).
 
 Writes a CSV with one row per point: ``heldout`` rows (the real-GOP validation
-at a checkpoint: loss, bpp and PSNR per rate point, BD-rate against the first
-point) and ``internal`` rows (the trainer's own validation every ``val_every``
+at a checkpoint: loss, bpp and PSNR per rate point, BD-rate against the
+previous point) and ``internal`` rows (the trainer's own validation every ``val_every``
 steps: 256x256 pairs, a set that changed between runs, so comparable within a
 run only), and a PNG: held-out loss against CPU-hours, the held-out RD curves,
 and the internal validation per run. It also prints the held-out loss gained
-per doubling of compute between consecutive points.
+per doubling of compute between consecutive points of one training method.
 
     python benchmarks/learning_curve.py --out-csv benchmarks/results/learning_curve.csv \\
         --out-png benchmarks/results/learning_curve.png
@@ -27,39 +27,17 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
+from dvc_common import atomic_write_bytes
+
 REPO = Path(__file__).resolve().parents[1]
-FIELDS = [
-    "kind",
-    "label",
-    "method",
-    "run",
-    "step",
-    "cum_steps",
-    "cpu_seconds",
-    "cpu_hours",
-    "loss",
-]
-FIELDS += ["bd_rate_vs_prev"]
+FIELDS = ["kind", "label", "method", "run", "step", "cum_steps", "cpu_seconds"]
+FIELDS += ["cpu_hours", "loss", "bd_rate_vs_prev"]
 FIELDS += [f"{k}_q{q}" for q in range(4) for k in ("bpp", "psnr")]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    from dvc_common.files import atomic_tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = atomic_tempfile(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def run_costs(csv_path: Path, config_path: Path) -> dict[str, dict]:
@@ -117,6 +95,12 @@ def cost_at(runs: dict[str, dict], run: str, step: int) -> tuple[int, float]:
     raise AssertionError("unreachable")
 
 
+def _cost_fields(runs: dict[str, dict], run: str, step: int) -> dict:
+    steps, secs = cost_at(runs, run, step)
+    return {"cum_steps": steps, "cpu_seconds": round(secs, 1),
+            "cpu_hours": round(secs / 3600, 3)}  # fmt: skip
+
+
 def heldout_rows(manifest: dict, runs: dict[str, dict], root: Path) -> list[dict]:
     rows = []
     prev_pts = None
@@ -128,9 +112,8 @@ def heldout_rows(manifest: dict, runs: dict[str, dict], root: Path) -> list[dict
             raise SystemExit(f"{p['json']} has no result {p['result']!r}")
         res = data["results"][p["result"]]
         pts = sorted(res["points"], key=lambda x: x["quality"])
-        steps, secs = cost_at(runs, p["run"], int(p["step"]))
         row = {"kind": "heldout", "label": p["label"], "run": p["run"], "step": p["step"],
-               "cum_steps": steps, "cpu_seconds": round(secs, 1), "cpu_hours": round(secs / 3600, 3),
+               **_cost_fields(runs, p["run"], int(p["step"])),
                "loss": round(res["val_loss"], 5), "method": p.get("method", "pairs")}  # fmt: skip
         for q in pts:
             row[f"bpp_q{q['quality']}"] = round(q["bpp"], 5)
@@ -158,9 +141,8 @@ def internal_rows(runs: dict[str, dict]) -> list[dict]:
         for v in r["val"]:
             by_step.setdefault(int(v["step"]), []).append(v)
         for step, qs in sorted(by_step.items()):
-            steps, secs = cost_at(runs, name, step)
             row = {"kind": "internal", "label": f"{name} ({qs[0]['stage']})", "run": name,
-                   "method": "", "step": step, "cum_steps": steps, "cpu_seconds": round(secs, 1), "cpu_hours": round(secs / 3600, 3),
+                   "method": "", "step": step, **_cost_fields(runs, name, step),
                    "loss": round(sum(float(v["loss"]) for v in qs) / len(qs), 5)}  # fmt: skip
             for v in qs:
                 row[f"bpp_q{v['quality']}"] = round(float(v["bpp"]), 5)
@@ -244,7 +226,7 @@ def plot(path: Path, held: list[dict], internal: list[dict]) -> None:
         fig.savefig(buf, format="png")
     finally:
         plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
     w.writeheader()
     w.writerows(held + internal)
-    _atomic_write(a.out_csv, buf.getvalue().encode())
+    atomic_write_bytes(a.out_csv, buf.getvalue().encode())
     if a.out_png is not None:
         plot(a.out_png, held, internal)
     for r in held:

@@ -10,7 +10,7 @@ from .errors import (
     ModelMismatchError,
     RegistryError,
 )
-from .files import atomic_tempfile
+from .files import atomic_tempfile, atomic_write_bytes
 from .padding import pad_amounts, pad_to_multiple, unpad
 from .registry import Registry
 from .threads import fixed_threads
@@ -18,6 +18,7 @@ from .varint import decode_varint, encode_varint
 
 __all__ = [
     "atomic_tempfile",
+    "atomic_write_bytes",
     "BitstreamError",
     "DvcExtError",
     "InputError",

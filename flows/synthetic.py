@@ -435,7 +435,7 @@ class SyntheticFlow:
                         rng.uniform(0, 2 * math.pi, k),
                     ],
                     axis=1,
-                )  # fmt: skip
+                )
             )
             # 1-5 grey levels (of 255) of grain
             patch["amp"] = float(rng.uniform(0.004, 0.02))

@@ -10,28 +10,14 @@ import csv
 import io
 import json
 import math
-import os
-import secrets
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dvc_common import atomic_write_bytes
+
 from .bdrate import BDOverlapWarning, bd
-
-# -- atomic writes ---------------------------------------------------------------------
-
-
-def _atomic_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _clean(o: Any) -> Any:
@@ -49,7 +35,7 @@ def _clean(o: Any) -> Any:
 
 def write_json(path: str | Path, payload: Any) -> Path:
     text = json.dumps(_clean(payload), indent=1, allow_nan=False, default=str)
-    return _atomic_bytes(Path(path), (text + "\n").encode())
+    return atomic_write_bytes(Path(path), (text + "\n").encode())
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
@@ -61,7 +47,7 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    return _atomic_bytes(Path(path), buf.getvalue().encode())
+    return atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
 def point_rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -221,7 +207,7 @@ def plot_rd(
         fig.savefig(buf, format="png")
     finally:
         plt.close(fig)
-    return _atomic_bytes(Path(path), buf.getvalue())
+    return atomic_write_bytes(Path(path), buf.getvalue())
 
 
 METRIC_LABELS = {
@@ -406,7 +392,7 @@ def write_report(
     paths["bd_csv"] = write_csv(folder / "bd.csv", bdr)
     main_bd = [b for b in bdr if b["metric"] == metric]
     md = markdown(meta, results, classes, main_bd, references, metric)
-    paths["markdown"] = _atomic_bytes(folder / "report.md", md.encode())
+    paths["markdown"] = atomic_write_bytes(folder / "report.md", md.encode())
     if plots:
         pm = plot_metrics or [metric]
         untrained = [
