@@ -21,7 +21,6 @@ import argparse
 import csv
 import io
 import math
-import os
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from dvc_common import InputError, fixed_threads
+from dvc_common import InputError, atomic_write_bytes, fixed_threads
 
 from .base import build_flow, flow_architecture
 from .synthetic import SyntheticFlow, heldout_set, natural_images, photo_sources
@@ -39,15 +38,13 @@ _REPO = Path(__file__).resolve().parents[1]
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def epe(flow: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

@@ -205,6 +205,20 @@ def test_clear_errors(shared_data, tmp_path, capsys):
         _run(shared_data, run, "experiment=joint", "resume=true")
 
 
+def test_resume_auto_starts_then_continues(shared_data, tmp_path):
+    # The same command for every chunk: the first starts the run, the next one
+    # continues it, and a neighbouring run is never picked up.
+    _run(shared_data, tmp_path / "other", "experiment=image", "max_stage_steps=1")
+    run = tmp_path / "a"
+    args = ("experiment=image", "resume=auto")
+    _run(shared_data, run, *args, "stop_after_steps=1")
+    ckpt = run / "checkpoints" / "last.pth"
+    assert load_checkpoint(ckpt)["extra"]["step"] == 1
+    _run(shared_data, run, *args)
+    assert load_checkpoint(ckpt)["extra"]["step"] == 3
+    assert "resuming" in (run / "train.log").read_text()
+
+
 @pytest.mark.slow
 def test_two_process_ddp(shared_data, tmp_path):
     root = shared_data / "train" / "vimeo_septuplet"

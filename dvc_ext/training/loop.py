@@ -205,12 +205,19 @@ class Trainer:
             str(c.get("run_dir") or f"runs/{c.get('name', 'train')}")
         ).expanduser()
         resume = c.get("resume", False)
+        own = run_dir / "checkpoints" / CHECKPOINT
+        if str(resume).lower() == "auto":
+            # One command for every chunk of a campaign: the first starts the
+            # run, the later ones continue it. Unlike resume=true it never
+            # falls back to another run under the parent folder.
+            return (str(own), str(run_dir)) if own.is_file() else (None, str(run_dir))
         if resume not in (False, None, "false", "False", ""):
             ckpt = find_resume_checkpoint(resume, run_dir, run_dir.parent)
             return str(ckpt), str(run_dir_of(ckpt))
-        if (run_dir / "checkpoints" / CHECKPOINT).exists():
+        if own.exists():
             raise InputError(
-                f"{run_dir} already holds a run; continue it with resume=true or "
+                f"{run_dir} already holds a run; continue it with resume=true "
+                f"(or resume=auto) or "
                 f"choose another run_dir"
             )
         return None, str(run_dir)
