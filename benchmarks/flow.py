@@ -118,11 +118,21 @@ def _epe(v: torch.Tensor, gt: torch.Tensor, border: int = 0) -> float:
 
 
 def run(
-    data: Path | None, n_heldout: int, runs: int, weights: dict[str, Path] | None = None
+    data: Path | None,
+    n_heldout: int,
+    runs: int,
+    weights: dict[str, Path] | None = None,
+    only: list[str] | None = None,
 ) -> dict:
-    """Measure every estimator; ``weights`` overrides the shipped checkpoints."""
+    """Measure every estimator (or those in ``only``); ``weights`` overrides
+    the shipped checkpoints."""
     weights = weights or {}
     names = ["zero", *list_flows()]
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise SystemExit(f"unknown estimator(s) {unknown}; known: {names}")
+        names = [n for n in names if n in only]
     held = heldout_set(n_heldout, size=(128, 128), data_root=data)
     trans = _translations()
     sources = translation_sources(data)
@@ -241,6 +251,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME=PATH",
         help="checkpoint of a learned flow instead of the shipped one",
     )
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="measure only these (zero, dis, pwcnet, ...); default: all",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -250,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         args.heldout,
         args.runs,
         {k: Path(v) for k, v in overrides.items()},
+        args.estimators,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")

@@ -134,7 +134,7 @@ def _load_state(
     for key, want in config.get("model", {}).items():
         if key not in grown and have.get(key) != want:
             raise InputError(
-                f"{path} was trained with {key}={want}, "
+                f"{path} records {key}={want} (its weights go with it), "
                 f"this model has {key}={have.get(key)}"
             )
     state = {k: v.float() for k, v in state.items()}

@@ -100,6 +100,29 @@ def confidence_fill(
     return confidence * flow + (1 - confidence) * around
 
 
+def fill_settings(
+    fill_sigma: float | tuple[float, ...], fill_tau: float, n: int
+) -> tuple[tuple[float, ...], float]:
+    """``(one sigma per level, tau)`` of a confidence fill, checked.
+
+    Raises:
+        ValueError: not ``n`` finite sigmas >= 0 (one value stands for all), a
+            tau that is not finite and > 0, or a bool for either.
+    """
+    if isinstance(fill_sigma, bool) or isinstance(fill_tau, bool):
+        raise ValueError("fill_sigma and fill_tau are numbers, not flags")
+    if isinstance(fill_sigma, (int, float)):
+        fill_sigma = (fill_sigma,) * n
+    sig = tuple(float(v) for v in fill_sigma)
+    finite = all(math.isfinite(v) for v in (*sig, float(fill_tau)))
+    if len(sig) != n or not finite or min(sig) < 0 or fill_tau <= 0:
+        raise ValueError(
+            f"fill_sigma must be one finite value >= 0 per level ({n}) "
+            f"and fill_tau finite and > 0, got {fill_sigma}, {fill_tau}"
+        )
+    return sig, float(fill_tau)
+
+
 class _LevelNet(nn.Module):
     """One pyramid level: ``[cur, warped ref, flow, LK step]`` (8 or 11 ch) ->
     residual flow."""
@@ -215,21 +238,9 @@ class SpyNet(FlowEstimator):
             raise ValueError(
                 f"iters must be one count >= 1 per level ({levels}), got {iters}"
             )
-        if isinstance(fill_sigma, bool) or isinstance(fill_tau, bool):
-            raise ValueError("fill_sigma and fill_tau are numbers, not flags")
-        if isinstance(fill_sigma, (int, float)):
-            fill_sigma = (fill_sigma,) * levels
-        sig = tuple(float(v) for v in fill_sigma)
-        finite = all(math.isfinite(v) for v in (*sig, float(fill_tau)))
-        if len(sig) != levels or not finite or min(sig) < 0 or fill_tau <= 0:
-            raise ValueError(
-                f"fill_sigma must be one finite value >= 0 per level ({levels}) "
-                f"and fill_tau finite and > 0, got {fill_sigma}, {fill_tau}"
-            )
+        self.fill_sigma, self.fill_tau = fill_settings(fill_sigma, fill_tau, levels)
         self.levels = levels
         self.iters = iters
-        self.fill_sigma = sig
-        self.fill_tau = float(fill_tau)
         self.pad_multiple = 2 ** (levels - 1)
         self.lk_window = lk_window
         inputs = 8 + (3 if lk_window > 0 else 0)

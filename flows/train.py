@@ -142,12 +142,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         nargs="+",
         default=None,
-        help="spynet's confidence fill: Gaussian sigma (level cells) of each "
-        "level, finest first (0: off); a checkpoint records it, so with --init "
+        help="the confidence fill: Gaussian sigma (level cells) of each spynet "
+        "level, finest first, or of each pwcnet decoding step, strides 16, 8, 4, "
+        "4 (0: off); a checkpoint records it, so with --init "
         "only one saved before these settings existed takes a new value",
     )
     p.add_argument(
-        "--fill-tau", type=float, default=None, help="spynet's confidence scale"
+        "--fill-tau", type=float, default=None, help="the confidence fill's scale"
     )
     p.add_argument(
         "--context",

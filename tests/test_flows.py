@@ -284,6 +284,44 @@ def test_spynet_fill_in_the_pyramid():
             build_flow("spynet", **bad)
 
 
+def test_pwcnet_fill_at_the_steps_it_is_set_for():
+    """PWC-Net's fill (stride 16 in the shipped config) changes that step and
+    what follows, not the steps before it; gradients stay finite; bad
+    settings are refused."""
+    torch.manual_seed(0)
+    off = build_flow("pwcnet")
+    for dec in off.decoders:  # random, non-zero corrections at every step
+        for m in dec.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.normal_(m.weight, std=0.05)
+    coarse, third = (build_flow("pwcnet", fill_sigma=sig, fill_tau=0.3)
+                     for sig in ((8, 0, 0, 0), (0, 0, 5, 0)))  # fmt: skip
+    coarse.load_state_dict(off.state_dict())
+    third.load_state_dict(off.state_dict())
+    cur = torch.rand(2, 3, 37, 53, requires_grad=True)
+    ref = torch.rand(2, 3, 37, 53)
+    v = coarse(cur, ref)
+    assert v.shape == (2, 2, 37, 53)
+    v.square().mean().backward()
+    assert torch.isfinite(cur.grad).all() and cur.grad.abs().sum() > 0
+    with torch.no_grad():
+        a, b, c = (f.flow_pyramid(cur[:, :, :32, :48], ref[:, :, :32, :48])
+                   for f in (off, coarse, third))  # fmt: skip
+    assert not torch.allclose(a[0][0], b[0][0]) and not torch.allclose(
+        a[-1][0], b[-1][0]
+    )
+    assert torch.equal(a[0][0], c[0][0]) and torch.equal(a[1][0], c[1][0])
+    assert not torch.allclose(a[2][0], c[2][0])
+    for bad in ({"fill_sigma": float("nan")}, {"fill_tau": -1.0},
+                {"fill_sigma": (1, 2, 3, 4, 5)}):  # fmt: skip
+        with pytest.raises(ValueError, match="fill"):
+            build_flow("pwcnet", **bad)
+    shipped = build_flow("pwcnet", weights="default")
+    assert shipped.fill_sigma == (8.0, 0.0, 0.0, 0.0) and shipped.fill_tau == 0.3
+    with pytest.raises(InputError, match="fill_sigma"):
+        build_flow("pwcnet", weights="default", fill_sigma=0.0)
+
+
 def _naive_correlation(f1, f2, d):
     b, c, h, w = f1.shape
     out = torch.zeros(b, (2 * d + 1) ** 2, h, w, dtype=f1.dtype)
@@ -527,9 +565,9 @@ def test_pwcnet_grows_a_context_net(tmp_path):
     assert flow.context == 8 and flow.context_net is not None
     after = torch.load(grown, weights_only=True)["state_dict"]
     assert after["context_net.net.6.weight"].abs().sum() > 0  # it trained
-    with pytest.raises(InputError, match="trained with context=8"):
+    with pytest.raises(InputError, match="records context=8"):
         build_flow("pwcnet", weights=grown, context=0)
-    with pytest.raises(InputError, match="trained with context=0"):
+    with pytest.raises(InputError, match="records context=0"):
         build_flow("pwcnet", weights=plain, context=8)  # not grown: refused
 
 
