@@ -190,7 +190,9 @@ class PWCNet(FlowEstimator):
         """
         fc = self._pyramid(cur)
         fr = self._pyramid(ref)
-        normed = ((cur - self.mean) / self.std).detach()
+        normed = (
+            ((cur - self.mean) / self.std).detach() if any(self.fill_sigma) else None
+        )
         out = []
         flow = None
         for k, (decoder, i) in enumerate(zip(self.decoders, self._LEVELS)):

@@ -253,6 +253,23 @@ def test_confidence_fill_takes_flow_from_textured_neighbours():
     assert torch.allclose(confidence_fill(flow, torch.zeros_like(conf), 6.0), flow)
 
 
+def _fill_pyramids(off, *filled):
+    """Give each ``filled`` model ``off``'s weights; run the first at an odd
+    size with gradients (shape kept, gradients finite); return the pyramids
+    of ``off`` and each ``filled`` model on one 32x48 pair."""
+    for f in filled:
+        f.load_state_dict(off.state_dict())
+    cur = torch.rand(2, 3, 37, 53, requires_grad=True)
+    ref = torch.rand(2, 3, 37, 53)
+    v = filled[0](cur, ref)
+    assert v.shape == (2, 2, 37, 53)
+    v.square().mean().backward()
+    assert torch.isfinite(cur.grad).all() and cur.grad.abs().sum() > 0
+    with torch.no_grad():
+        return [f.flow_pyramid(cur[:, :, :32, :48], ref[:, :, :32, :48])
+                for f in (off, *filled)]  # fmt: skip
+
+
 def test_spynet_fill_in_the_pyramid():
     """The fill runs inside the pyramid at odd sizes, keeps gradients finite,
     acts at the levels it is set for and no others, and refuses bad settings."""
@@ -264,17 +281,7 @@ def test_spynet_fill_in_the_pyramid():
         build_flow("spynet", fill_sigma=sig, fill_tau=3)
         for sig in ((0, 0, 5, 8, 8), (4, 0, 0, 0, 0))
     )
-    on.load_state_dict(off.state_dict())
-    finest.load_state_dict(off.state_dict())
-    cur = torch.rand(2, 3, 37, 53, requires_grad=True)
-    ref = torch.rand(2, 3, 37, 53)
-    v = on(cur, ref)
-    assert v.shape == (2, 2, 37, 53)
-    v.square().mean().backward()
-    assert torch.isfinite(cur.grad).all() and cur.grad.abs().sum() > 0
-    with torch.no_grad():
-        pyramids = [f.flow_pyramid(cur[:, :, :32, :48], ref[:, :, :32, :48])
-                    for f in (off, on, finest)]  # fmt: skip
+    pyramids = _fill_pyramids(off, on, finest)
     (a, _), (b, _), (c, _) = (p[0] for p in pyramids)  # stride 16
     assert not torch.allclose(a, b) and torch.equal(a, c)
     assert not torch.allclose(pyramids[0][-1][0], pyramids[2][-1][0])
@@ -296,17 +303,7 @@ def test_pwcnet_fill_at_the_steps_it_is_set_for():
                 torch.nn.init.normal_(m.weight, std=0.05)
     coarse, third = (build_flow("pwcnet", fill_sigma=sig, fill_tau=0.3)
                      for sig in ((8, 0, 0, 0), (0, 0, 5, 0)))  # fmt: skip
-    coarse.load_state_dict(off.state_dict())
-    third.load_state_dict(off.state_dict())
-    cur = torch.rand(2, 3, 37, 53, requires_grad=True)
-    ref = torch.rand(2, 3, 37, 53)
-    v = coarse(cur, ref)
-    assert v.shape == (2, 2, 37, 53)
-    v.square().mean().backward()
-    assert torch.isfinite(cur.grad).all() and cur.grad.abs().sum() > 0
-    with torch.no_grad():
-        a, b, c = (f.flow_pyramid(cur[:, :, :32, :48], ref[:, :, :32, :48])
-                   for f in (off, coarse, third))  # fmt: skip
+    a, b, c = _fill_pyramids(off, coarse, third)
     assert not torch.allclose(a[0][0], b[0][0]) and not torch.allclose(
         a[-1][0], b[-1][0]
     )
