@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,39 @@ def test_validate_codes_the_held_out_clips(tmp_path, shared_data):
     assert bpps == sorted(bpps) and bpps[0] > 0
     assert [c["frames"] for c in res["points"][0]["clips"]] == [7, 7, 2]
     assert res["val_loss"] > 0
+    losses = res["clip_losses"]
+    assert list(losses) == [c["clip"] for c in res["points"][0]["clips"]]
+    assert res["clip_mean_loss"] == pytest.approx(sum(losses.values()) / 3)
+
+
+def test_validate_weighs_clips_equally_beside_the_pooled_loss():
+    """A clip with many pixels dominates the pooled loss, not the clip mean; the
+    per-clip losses and curves come from each clip's own bpp and PSNR."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "validate_mod", ROOT / "benchmarks" / "validate.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    points = [
+        {"quality": q, "clips": [{"clip": "small", "bpp": 0.1 * (q + 1), "psnr": 30.0 + q},
+                                 {"clip": "big", "bpp": 0.2 * (q + 1), "psnr": 40.0 + q}]}
+        for q in range(4)
+    ]  # fmt: skip
+    losses = mod.clip_losses(points)
+    want_small = (
+        sum(
+            lam * 10 ** (-(30.0 + q) / 10) + 0.1 * (q + 1)
+            for q, lam in enumerate(mod.LAMBDAS)
+        )
+        / 4
+    )
+    assert losses["small"] == pytest.approx(want_small)
+    assert losses["small"] > losses["big"]
+    bpps, psnrs = mod.clip_curves(points)["big"]
+    assert bpps == pytest.approx([0.2, 0.4, 0.6, 0.8]) and psnrs == [40, 41, 42, 43]
+    assert mod.clip_losses(points[:3]) == {}  # not the campaign's four rate points
 
 
 def test_entropy_overhead_measures_classical_codecs(tmp_path):

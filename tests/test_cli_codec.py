@@ -242,13 +242,17 @@ def test_golden_bytes(tmp_path):
     pinned to their baseline x86-64 code: the vectorised ``exp``/``erfc`` and
     weight-init kernels that AVX2 and AVX-512 select round differently in the
     last bit, which moves the model's CDF tables and so its fingerprint (see
-    docs/bitstream.md, "Portability"). With the pinned kernels an AMD EPYC
-    (AVX-512) and the CI machine gave this same digest.
+    docs/bitstream.md, "Portability"). MKL's matrix kernels are pinned too
+    (``MKL_CBWR=COMPATIBLE``): on an Intel Xeon with AVX-512 and AMX they
+    chose other code paths than on an AMD EPYC and changed the digest. With
+    the first two pins an AMD EPYC (AVX-512) and the CI machine gave this
+    digest; with the MKL pin added, so did an Intel Xeon (AVX-512, AMX).
     """
     env = {
         **os.environ,
         "ATEN_CPU_CAPABILITY": "default",
         "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "MKL_CBWR": "COMPATIBLE",
     }
     code = (
         "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"

@@ -344,3 +344,27 @@ def test_vimeo_chains_are_consecutive_frames_k_apart(tmp_path):
     )
     assert train[(0, (0, 0, 0))]["frames"].shape[0] == 4
     assert val[0]["frames"].shape[0] == 2
+
+
+def test_mixed_parts_repeat_their_training_sources(tmp_path):
+    """``repeat`` weighs a part of a mixed set (Vimeo against a long video)
+    for training; validation keeps each source once."""
+    _fake_vimeo(tmp_path / "vimeo")
+    _write_video(tmp_path / "clips" / "a.mkv", _frames(20, 64, 96, seed=7))
+    parts = {
+        "vimeo": {"name": "vimeo", "root": str(tmp_path / "vimeo")},
+        "videos": {"name": "video_files", "root": str(tmp_path / "clips"),
+                   "val_fraction": 0.25, "cache_dir": str(tmp_path / "cache")},
+    }  # fmt: skip
+    cfg = {"name": "mixed", "parts": parts, "crop": 64}
+    base_train, base_val = build_datasets(cfg, 7, 32)
+    assert len(base_train) == 2 * 1 + (15 - 6)  # one chain per septuplet
+    parts["vimeo"]["repeat"] = 4
+    train, val = build_datasets(cfg, 7, 32)
+    assert len(train) == 4 * 2 + (15 - 6) and len(val) == len(base_val)
+    names = [s.name for s in train.sources]
+    assert names.count(base_train.sources[0].name) == 4
+    for bad in (0, 1.5, "2", True):
+        parts["vimeo"]["repeat"] = bad
+        with pytest.raises(InputError, match="dataset.repeat"):
+            build_datasets(cfg, 7, 32)

@@ -48,8 +48,31 @@ def _root(cfg: Mapping[str, Any], key: str = "root") -> str:
     return str(value)
 
 
+def _repeat(cfg: Mapping[str, Any], split: str, sources: list[Source]) -> list[Source]:
+    """``sources`` ``dataset.repeat`` times over for training (validation: once).
+
+    A part's weight in a mixed set is its share of the samples, so a few clips
+    of varied camera motion (Vimeo septuplets: one chain of seven frames each)
+    would count for little beside one long static-camera video; repeating
+    them restores their weight without copying any data.
+    """
+    value = cfg.get("repeat")
+    if value is None:
+        return sources
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"dataset.repeat must be an integer >= 1, got {value!r}")
+    return sources * value if split == "train" else sources
+
+
 def sources_of(cfg: Mapping[str, Any], split: str) -> list[Source]:
     """The frame sources of one ``dataset`` config for ``split`` (train / val)."""
+    kind = cfg.get("name")
+    if kind in ("vimeo", "video_files"):
+        return _repeat(cfg, split, _frame_sources(cfg, split))
+    return _frame_sources(cfg, split)
+
+
+def _frame_sources(cfg: Mapping[str, Any], split: str) -> list[Source]:
     kind = cfg.get("name")
     if kind == "vimeo":
         return vimeo_clips(_root(cfg), "train" if split == "train" else "test")
