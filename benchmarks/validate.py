@@ -101,29 +101,26 @@ def validate(
             "val_loss": loss, "seconds": round(time.time() - t0, 1)}  # fmt: skip
 
 
-def clip_losses(points: list[dict]) -> dict[str, float]:
-    """Each clip's own validation loss, from the per-clip numbers of ``points``."""
-    if len(points) != len(LAMBDAS):
-        return {}
-    out: dict[str, float] = {}
-    for p in points:
-        for c in p["clips"]:
-            mse = 10 ** (-c["psnr"] / 10)
-            out[c["clip"]] = out.get(c["clip"], 0.0) + (
-                LAMBDAS[p["quality"]] * mse + c["bpp"]
-            ) / len(points)
-    return out
-
-
 def clip_curves(points: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
-    """``{clip: (bpps, psnrs)}`` over the rate points."""
+    """``{clip: (bpps, psnrs)}`` over the rate points, in quality order."""
     out: dict[str, tuple[list[float], list[float]]] = {}
-    for p in points:
+    for p in sorted(points, key=lambda p: p["quality"]):
         for c in p["clips"]:
             bpps, psnrs = out.setdefault(c["clip"], ([], []))
             bpps.append(c["bpp"])
             psnrs.append(c["psnr"])
     return out
+
+
+def clip_losses(points: list[dict]) -> dict[str, float]:
+    """Each clip's own validation loss, from the per-clip numbers of ``points``."""
+    if len(points) != len(LAMBDAS):
+        return {}
+    return {
+        clip: sum(lam * 10 ** (-psnr / 10) + bpp
+                  for lam, bpp, psnr in zip(LAMBDAS, bpps, psnrs)) / len(LAMBDAS)
+        for clip, (bpps, psnrs) in clip_curves(points).items()
+    }  # fmt: skip
 
 
 def _flow_spec(spec: str) -> tuple[str, dict]:
