@@ -61,10 +61,16 @@ def validation_clips(data: Path, vtest_frames: int) -> list[dict]:
 
 
 def validate(
-    checkpoint: str, clips: list[dict], gop: int, threads: int, flow: dict | None = None
+    checkpoint: str,
+    clips: list[dict],
+    gop: int,
+    threads: int,
+    flow: dict | None = None,
+    pred_modes: list[str] | None = None,
 ) -> dict:
-    from dvc_ext.tasks.codec import compress_file, load_video_model
+    from dvc_ext.tasks.codec import DEFAULT_PRED_MODES, compress_file, load_video_model
 
+    pred_modes = list(pred_modes or DEFAULT_PRED_MODES)
     loaded = load_video_model(checkpoint, flow=flow)
     points = []
     t0 = time.time()
@@ -76,7 +82,7 @@ def validate(
                 s = compress_file(
                     clip["path"], Path(tmp) / "v.dvc", loaded, quality=q,
                     intra_period=gop, frames=clip["frames"], start=clip["start"],
-                    threads=threads,
+                    threads=threads, pred_modes=pred_modes,
                 )  # fmt: skip
             n = s["frames"] * s["width"] * s["height"]
             mse = 10 ** (-s["psnr_rgb"] / 10)
@@ -85,7 +91,7 @@ def validate(
             sq += mse * n
             per_clip.append({"clip": clip["name"], "frames": s["frames"],
                              "bpp": s["bpp"], "psnr": s["psnr_rgb"],
-                             "counts": s["counts"]})  # fmt: skip
+                             "counts": s["counts"], "pred_modes": s["pred_modes"]})  # fmt: skip
         mse = sq / px
         points.append({"quality": q, "bpp": bits / px, "mse": mse,
                        "psnr": 10 * math.log10(1 / mse), "clips": per_clip})  # fmt: skip
@@ -97,7 +103,8 @@ def validate(
         if lam
         else None
     )
-    return {"checkpoint": loaded.source, "flow": flow, "points": points,
+    return {"checkpoint": loaded.source, "flow": flow, "pred_modes": pred_modes,
+            "points": points,
             "val_loss": loss, "seconds": round(time.time() - t0, 1)}  # fmt: skip
 
 
@@ -143,11 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--flow", action="append", default=[],
                     help="LABEL:name=dis,preset=fine: that checkpoint encodes with this flow")  # fmt: skip
+    ap.add_argument("--pred-modes", action="append", default=[],
+                    help="LABEL:mc,warp: that checkpoint's encoder picks P-frame predictions"
+                         " from these (default: compress's, all three)")  # fmt: skip
     ap.add_argument("--reference", default=None, metavar="JSON:LABEL",
                     help="take the reference's numbers from an earlier run's JSON instead of re-coding it")  # fmt: skip
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     flows = dict(_flow_spec(f) for f in a.flow)
+    modes = {
+        lab: m.split(",") for lab, _, m in (x.partition(":") for x in a.pred_modes)
+    }
     from dvc_ext.evaluation.bdrate import bd_rate
 
     torch.set_num_threads(a.threads)
@@ -167,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         label, _, path = spec.partition("=")
         print(f"{label}: {path}", file=sys.stderr)
         results[label] = validate(
-            path or label, clips, a.gop, a.threads, flows.get(label)
+            path or label, clips, a.gop, a.threads, flows.get(label), modes.get(label)
         )
     labels = list(results)
     for r in results.values():

@@ -39,19 +39,25 @@ from dvc_common import (
 
 MAGIC = b"DVCX"
 #: (major, minor) written by this implementation.
-VERSION = (1, 0)
-#: Flag bits this implementation understands (none in 1.0): a file with any
-#: other flag bit set is refused, since a flag marks a feature that changes how
-#: frames decode.
-KNOWN_FLAGS = 0x00
+VERSION = (1, 1)
+#: 1.1: the file may hold :data:`FRAME_PM` records (P-frames that name their
+#: prediction). A 1.0 reader refuses the flag rather than misread those frames.
+FLAG_PRED_MODES = 0x01
+#: Flag bits this implementation understands: a file with any other flag bit
+#: set is refused, since a flag marks a feature that changes how frames decode.
+KNOWN_FLAGS = FLAG_PRED_MODES
 
 FRAME_I = 0
 FRAME_P = 1
-FRAME_TYPES = {FRAME_I: "I", FRAME_P: "P"}
+#: A P-frame whose first sub-stream is a one-byte prediction mode (see
+#: :mod:`dvc_ext.pframe`); allowed only in a file with :data:`FLAG_PRED_MODES`.
+FRAME_PM = 2
+FRAME_TYPES = {FRAME_I: "I", FRAME_P: "P", FRAME_PM: "P"}
 #: Sub-stream kinds of each frame type, in file order.
 SUBSTREAM_KINDS: dict[int, tuple[str, ...]] = {
     FRAME_I: ("intra",),
     FRAME_P: ("motion", "residual"),
+    FRAME_PM: ("mode", "motion", "residual"),
 }
 
 MAX_SIDE = 16384
@@ -74,6 +80,8 @@ __all__ = [
     "ModelMismatchError",
     "FRAME_I",
     "FRAME_P",
+    "FRAME_PM",
+    "FLAG_PRED_MODES",
     "MAGIC",
     "VERSION",
     "BitstreamReader",
@@ -117,7 +125,7 @@ class Header:
             weights (see :func:`fingerprint`).
         version: ``(major, minor)`` as read; the writer always writes
             :data:`VERSION`.
-        flags: feature flags as read (0 in 1.0).
+        flags: feature flags (:data:`FLAG_PRED_MODES`; none in 1.0).
     """
 
     width: int
@@ -183,6 +191,8 @@ class ByteCounts:
     def _add_frame(self, frame_type: int, substreams: list[bytes], record: int) -> None:
         payload = 0
         for kind, s in zip(SUBSTREAM_KINDS[frame_type], substreams):
+            if kind == "mode":  # per-frame signalling: counted as overhead
+                continue
             setattr(self, kind, getattr(self, kind) + len(s))
             payload += len(s)
         self.frame_overhead += record - payload
@@ -511,6 +521,11 @@ class BitstreamReader:
         # Checked after the CRC: a damaged byte reads as "damaged", not as a
         # strange frame type.
         _check(ftype in FRAME_TYPES, f"frame {k} has unknown frame type {ftype}")
+        _check(
+            ftype != FRAME_PM or self.header.flags & FLAG_PRED_MODES,
+            f"frame {k} is a P-frame with a prediction mode, but the header does not "
+            f"set the prediction-mode flag",
+        )
         kinds = SUBSTREAM_KINDS[ftype]
         _check(
             n == len(kinds),
@@ -569,6 +584,10 @@ class BitstreamWriter:
         _check(self.header is not None, "write_header must come before write_frame")
         _check(not self._done, "the writer is closed")
         _check(self.frames_written < MAX_FRAMES, f"more than {MAX_FRAMES} frames")
+        _check(
+            frame_type != FRAME_PM or self.header.flags & FLAG_PRED_MODES,
+            "a P-frame with a prediction mode needs the header's prediction-mode flag",
+        )
         rec = encode_frame(frame_type, quality, substreams)
         self._f.write(rec)
         self.counts._add_frame(frame_type, [bytes(s) for s in substreams], len(rec))

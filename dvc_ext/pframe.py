@@ -15,6 +15,12 @@ from image_codecs.payload import pack_compressed, unpack_compressed
 
 from .mc_net import MotionCompensationNet
 
+#: Prediction modes of a P-frame, as the mode byte of a ``FRAME_PM`` record
+#: stores them. ``mc``: DVC's (the MC net's output); ``warp``: the warped
+#: reference as it is; ``ref``: the decoded reference itself, no motion coded.
+PRED_MODES = {"mc": 0, "warp": 1, "ref": 2}
+PRED_MC, PRED_WARP, PRED_REF = PRED_MODES["mc"], PRED_MODES["warp"], PRED_MODES["ref"]
+
 
 class PFrameCodec(nn.Module):
     """One P-frame of DVC, with any registered image codecs plugged in.
@@ -95,6 +101,15 @@ class PFrameCodec(nn.Module):
     def _reconstruct(x_pred: torch.Tensor, r_hat: torch.Tensor) -> torch.Tensor:
         return (x_pred + r_hat).clamp(0.0, 1.0)
 
+    def _predict_mode(
+        self, x_ref: torch.Tensor, v_hat: torch.Tensor | None, mode: int
+    ) -> torch.Tensor:
+        if mode == PRED_REF:
+            return x_ref
+        if mode == PRED_WARP:
+            return backward_warp(x_ref, v_hat)
+        return self._predict(x_ref, v_hat)[0]
+
     def estimate_flow(self, x_cur: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
         if self.flow is None:
             raise RuntimeError("this PFrameCodec was built without a flow (decoder)")
@@ -127,23 +142,62 @@ class PFrameCodec(nn.Module):
     # -- coding -------------------------------------------------------------------
     @torch.no_grad()
     def compress(
-        self, x_cur: torch.Tensor, x_ref: torch.Tensor, quality: int | None = None
+        self,
+        x_cur: torch.Tensor,
+        x_ref: torch.Tensor,
+        quality: int | None = None,
+        modes: tuple[int, ...] = (PRED_MC,),
+        lam: float | None = None,
     ) -> dict[str, Any]:
         """Encode one frame (batch 1) against the decoded reference.
 
+        Args:
+            modes: the prediction modes (:data:`PRED_MODES` values) to try.
+                With more than one, each is coded for real and the one with
+                the least ``lam * MSE + bits per pixel`` is kept: an encoder's
+                mode decision, as a classical encoder's between inter and skip.
+                The MC net is trained for the mean-squared error of its
+                prediction (plus what the residual codec makes of it); on
+                still content that smooths detail the residual codec then pays
+                to restore, where the reference itself, or the plain warp, is
+                cheaper (docs/bitstream.md, "Prediction modes").
+            lam: the rate point's lambda (the training objective's); needed
+                when ``modes`` has more than one entry.
+
         Returns:
-            ``{"motion": bytes, "residual": bytes, "x_hat": B x 3 x H x W}``;
-            ``x_hat`` is what :meth:`decompress` will return, bit for bit.
+            ``{"mode": int, "motion": bytes (empty for PRED_REF), "residual":
+            bytes, "x_hat": B x 3 x H x W}``; ``x_hat`` is what
+            :meth:`decompress` will return, bit for bit.
         """
-        v = self.estimate_flow(x_cur, x_ref)
-        m = self.motion_codec.compress(v, quality=quality)
-        x_pred, _ = self._predict(x_ref, m["x_hat"])
-        r = self.residual_codec.compress(x_cur - x_pred, quality=quality)
-        return {
-            "motion": pack_compressed(m),
-            "residual": pack_compressed(r),
-            "x_hat": self._reconstruct(x_pred, r["x_hat"]),
-        }
+        modes = tuple(modes)
+        if not modes or any(m not in PRED_MODES.values() for m in modes):
+            raise ValueError(
+                f"prediction modes must be among {PRED_MODES}, got {modes}"
+            )
+        if len(modes) > 1 and lam is None:
+            raise ValueError("choosing between prediction modes needs lam")
+        motion, v_hat = b"", None
+        if any(m != PRED_REF for m in modes):
+            v = self.estimate_flow(x_cur, x_ref)
+            m = self.motion_codec.compress(v, quality=quality)
+            motion, v_hat = pack_compressed(m), m["x_hat"]
+        best, pixels = None, x_cur.shape[-2] * x_cur.shape[-1]
+        for mode in modes:
+            x_pred = self._predict_mode(x_ref, v_hat, mode)
+            r = self.residual_codec.compress(x_cur - x_pred, quality=quality)
+            out = {
+                "mode": mode,
+                "motion": b"" if mode == PRED_REF else motion,
+                "residual": pack_compressed(r),
+                "x_hat": self._reconstruct(x_pred, r["x_hat"]),
+            }
+            if len(modes) == 1:
+                return out
+            bits = 8 * (len(out["motion"]) + len(out["residual"]))
+            cost = lam * float(((out["x_hat"] - x_cur) ** 2).mean()) + bits / pixels
+            if best is None or cost < best[0]:
+                best = (cost, out)
+        return best[1]
 
     @torch.no_grad()
     def decompress(
@@ -152,16 +206,33 @@ class PFrameCodec(nn.Module):
         residual: bytes,
         x_ref: torch.Tensor,
         quality: int | None = None,
+        mode: int = PRED_MC,
     ) -> torch.Tensor:
-        """Decode one frame from its two payloads and the decoded reference."""
-        strings, shape = unpack_compressed(motion)
-        v_hat = self.motion_codec.decompress(strings, shape, quality=quality)["x_hat"]
-        if v_hat.shape[-2:] != x_ref.shape[-2:]:
+        """Decode one frame from its two payloads and the decoded reference.
+
+        ``mode`` is the prediction mode (:data:`PRED_MODES`); under
+        ``PRED_REF`` the motion payload must be empty.
+        """
+        if mode not in PRED_MODES.values():
+            raise BitstreamError(f"unknown prediction mode {mode}")
+        if (mode == PRED_REF) != (len(motion) == 0):
             raise BitstreamError(
-                f"motion payload decodes to {tuple(v_hat.shape[-2:])}, "
-                f"the frame is {tuple(x_ref.shape[-2:])}"
+                "a motion payload with prediction mode 'ref'"
+                if motion
+                else "prediction mode needs a motion payload, the frame has none"
             )
-        x_pred, _ = self._predict(x_ref, v_hat)
+        v_hat = None
+        if mode != PRED_REF:
+            strings, shape = unpack_compressed(motion)
+            v_hat = self.motion_codec.decompress(strings, shape, quality=quality)[
+                "x_hat"
+            ]
+            if v_hat.shape[-2:] != x_ref.shape[-2:]:
+                raise BitstreamError(
+                    f"motion payload decodes to {tuple(v_hat.shape[-2:])}, "
+                    f"the frame is {tuple(x_ref.shape[-2:])}"
+                )
+        x_pred = self._predict_mode(x_ref, v_hat, mode)
         strings, shape = unpack_compressed(residual)
         r_hat = self.residual_codec.decompress(strings, shape, quality=quality)["x_hat"]
         if r_hat.shape != x_pred.shape:

@@ -14,15 +14,17 @@ import torch.nn as nn
 from dvc_common import BitstreamError, pad_to_multiple, unpad
 from image_codecs.payload import pack_compressed, unpack_compressed
 
-from .bitstream import FRAME_I, FRAME_P, fingerprint
-from .pframe import PFrameCodec, _build
+from .bitstream import FRAME_I, FRAME_P, FRAME_PM, fingerprint
+from .pframe import PRED_MC, PRED_MODES, PFrameCodec, _build
 
 
 @dataclass
 class CodedFrame:
     """One coded frame: its type, quality index and sub-streams.
 
-    I-frames carry ``[intra]``; P-frames ``[motion, residual]``.
+    I-frames carry ``[intra]``; P-frames ``[motion, residual]``, and
+    P-frames with a prediction mode (``FRAME_PM``) ``[mode byte, motion
+    (empty under mode "ref"), residual]``.
     """
 
     frame_type: int
@@ -135,7 +137,12 @@ class VideoCodec(nn.Module):
 
     @torch.no_grad()
     def encode(
-        self, frames: Iterable[torch.Tensor], quality: int, intra_period: int
+        self,
+        frames: Iterable[torch.Tensor],
+        quality: int,
+        intra_period: int,
+        pred_modes: Iterable[str] = ("mc",),
+        lam: float | None = None,
     ) -> Iterator[tuple[CodedFrame, torch.Tensor]]:
         """Encode frames one by one (streaming).
 
@@ -144,12 +151,23 @@ class VideoCodec(nn.Module):
             quality: rate point index.
             intra_period: an I-frame every this many frames; ``<= 0``: the first
                 frame only.
+            pred_modes: the P-frames' prediction modes to choose from (names of
+                :data:`dvc_ext.pframe.PRED_MODES`); anything but ``("mc",)``
+                writes ``FRAME_PM`` records where a mode other than ``mc`` wins,
+                which a file must announce with ``FLAG_PRED_MODES``.
+            lam: the rate point's lambda, for the mode decision.
 
         Yields:
             ``(coded_frame, x_hat, frame)``: ``x_hat`` (``3 x H x W``) is the
             decoder's reconstruction, bit for bit; ``frame`` the input frame.
         """
         q = self._check_quality(quality)
+        names = list(dict.fromkeys(pred_modes))
+        if not names or any(m not in PRED_MODES for m in names):
+            raise ValueError(
+                f"prediction modes must be among {list(PRED_MODES)}, got {names}"
+            )
+        modes = tuple(PRED_MODES[m] for m in names)
         ref = None
         device = next(self.parameters()).device
         for i, frame in enumerate(frames):
@@ -159,8 +177,12 @@ class VideoCodec(nn.Module):
                 coded = CodedFrame(FRAME_I, quality, [pack_compressed(out)])
                 ref = out["x_hat"].clamp(0.0, 1.0)
             else:
-                out = self.pframe.compress(x, ref, quality=q)
-                coded = CodedFrame(FRAME_P, quality, [out["motion"], out["residual"]])
+                out = self.pframe.compress(x, ref, quality=q, modes=modes, lam=lam)
+                subs = [out["motion"], out["residual"]]
+                if out["mode"] == PRED_MC:
+                    coded = CodedFrame(FRAME_P, quality, subs)
+                else:
+                    coded = CodedFrame(FRAME_PM, quality, [bytes([out["mode"]]), *subs])
                 ref = out["x_hat"]
             yield coded, unpad(ref, pads)[0], frame
 
@@ -185,6 +207,20 @@ class VideoCodec(nn.Module):
                     raise BitstreamError(f"frame {k} is a P-frame with no reference")
                 motion, residual = _substreams(cf, 2, k)
                 ref = self.pframe.decompress(motion, residual, ref, quality=q)
+            elif cf.frame_type == FRAME_PM:
+                if ref is None:
+                    raise BitstreamError(f"frame {k} is a P-frame with no reference")
+                mode, motion, residual = _substreams(cf, 3, k)
+                if len(mode) != 1:
+                    raise BitstreamError(
+                        f"frame {k}: the prediction mode is {len(mode)} bytes, not 1"
+                    )
+                try:
+                    ref = self.pframe.decompress(
+                        motion, residual, ref, quality=q, mode=mode[0]
+                    )
+                except BitstreamError as e:
+                    raise BitstreamError(f"frame {k}: {e}") from None
             else:
                 raise BitstreamError(f"frame {k} has unknown type {cf.frame_type}")
             if ref.shape[-2:] != (

@@ -94,7 +94,7 @@ def test_header_fields(tmp_path, kw):
 
 # Header + one I-frame + one P-frame, field by field as in docs/bitstream.md.
 GOLDEN = (
-    "44564358" "01" "00" "5000"  # magic, version 1.0, body length 80
+    "44564358" "01" "01" "5000"  # magic, version 1.1, body length 80
     "b000" "9000" "02000000" "0c000000"  # 176x144, 2 frames, intra period 12
     "30750000" "e9030000"  # 30000/1001 fps
     "0d" "05" "01" "00"  # yuv420 | bt709 << 2 | full << 3, quality 5, 1 thread, flags
@@ -102,7 +102,7 @@ GOLDEN = (
     "14" "626d73686a323031382d68797065727072696f72"  # "bmshj2018-hyperprior"
     "0c" "6d6274323031382d6d65616e"  # "mbt2018-mean"
     "10" "000102030405060708090a0b0c0d0e0f"  # 16-byte fingerprint
-    "29b7f45d"  # header CRC32
+    "d7638b5b"  # header CRC32
     "05" "01" "01" "49" "6c8d4301"  # I, q5: 1 sub-stream of 1 byte "I", CRC
     "45" "02" "01" "02" "4d" "5252" "0dd45424"  # P, q5: "M", "RR", CRC
 )  # fmt: skip
@@ -119,6 +119,22 @@ def test_golden_layout():
     r = BitstreamReader(bytes.fromhex(GOLDEN))
     assert r.header == h
     assert [tuple(f) for f in r] == [(0, 5, [b"I"]), (1, 5, [b"M", b"RR"])]
+
+
+def test_golden_layout_of_a_prediction_mode_record():
+    h = Header(
+        176, 144, 1, 12, Fraction(30000, 1001), "yuv420", "bt709", True, 5, 1,
+        "edic", "bmshj2018-hyperprior", "mbt2018-mean", bytes(range(16)),
+        flags=bs.FLAG_PRED_MODES,
+    )  # fmt: skip
+    data = bs.encode_header(h)
+    assert data[31] == 0x01 and data.hex()[-8:] == "b064970a"  # flags byte, CRC
+    # type 2, q5: 3 sub-streams of 1, 0 and 2 bytes: mode "ref" (2), no motion, "RR"
+    rec = bs.encode_frame(bs.FRAME_PM, 5, [b"\x02", b"", b"RR"])
+    assert rec.hex() == "8503010002025252048e2820"
+    r = BitstreamReader(data + rec)
+    assert [tuple(f) for f in r] == [(2, 5, [b"\x02", b"", b"RR"])]
+    assert r.counts.frame_overhead == len(rec) - 2 and r.counts.residual == 2
 
 
 def test_negative_intra_period_means_first_only(tmp_path):
@@ -192,7 +208,7 @@ def test_crc_messages(small_file):
         BitstreamReader(b"RIFF" + small_file[4:])
 
 
-def _raw_header(major=1, minor=0, width=416, height=240, count=1, flags=0,
+def _raw_header(major=1, minor=1, width=416, height=240, count=1, flags=0,
                 extra=b"", body_len=None, fp_len=16, name_len=4) -> bytes:  # fmt: skip
     """A header with a valid CRC but chosen (possibly bad) fields."""
     body = struct.pack("<HHIIIIBBBB", width, height, count, 0, 25, 1, 0, 0, 1, flags)
@@ -213,7 +229,7 @@ def test_version_policy():
         Header(416, 240, 1, 0, Fraction(25), intra_codec="edic", fingerprint=bytes(16))
     )
     with pytest.raises(BitstreamError, match="unsupported newer bitstream version 2.0"):
-        BitstreamReader(_raw_header(major=2))
+        BitstreamReader(_raw_header(major=2, minor=0))
     with pytest.raises(BitstreamError, match="unknown bitstream version 0.3"):
         BitstreamReader(_raw_header(major=0, minor=3))
     # A newer minor version with appended header fields: read, fields skipped.
@@ -222,6 +238,9 @@ def test_version_policy():
     assert [f.substreams for f in r] == [[b"x"]]
     with pytest.raises(BitstreamError, match="feature flags 0x04"):
         BitstreamReader(_raw_header(flags=0x04))
+    # A 1.0 file (no flags) still reads; the 1.1 flag is known.
+    assert BitstreamReader(_raw_header(minor=0)).header.version == (1, 0)
+    assert BitstreamReader(_raw_header(flags=bs.FLAG_PRED_MODES)).header.flags == 1
 
 
 @pytest.mark.parametrize(
@@ -293,8 +312,8 @@ def test_writer_refuses_bad_fields(tmp_path):
         bs.encode_frame(FRAME_I, 64, [b""])
     with pytest.raises(BitstreamError, match="I-frame has 1 sub-stream"):
         bs.encode_frame(FRAME_I, 0, [b"a", b"b"])
-    with pytest.raises(BitstreamError, match="unknown frame type 2"):
-        bs.encode_frame(2, 0, [b""])
+    with pytest.raises(BitstreamError, match="unknown frame type 3"):
+        bs.encode_frame(3, 0, [b""])
 
 
 def test_atomic_writer(tmp_path):

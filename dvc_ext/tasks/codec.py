@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -17,10 +17,16 @@ from dvc_common import InputError, fixed_threads
 from .. import bitstream as bs
 from ..checkpoint import default_checkpoint, is_derived, load_checkpoint
 from ..io import open_video, open_writer
+from ..pframe import PRED_MODES
 from ..video_codec import CodedFrame, VideoCodec
 
 #: Frames smaller than this cannot pass the codecs' four stride-2 stages sensibly.
 MIN_SIDE = 8
+#: What ``compress`` chooses between for each P-frame (``pred_modes=[mc]``:
+#: DVC's alone). All three: on the held-out validation set they code for less
+#: than ``mc`` alone does (docs/bitstream.md, "Prediction modes").
+DEFAULT_PRED_MODES = ("mc", "warp", "ref")
+_MODE_NAMES = {v: k for k, v in PRED_MODES.items()}
 
 
 @dataclass
@@ -164,12 +170,20 @@ def compress_file(
     threads: int = 1,
     reader_opts: Mapping[str, Any] | None = None,
     progress: bool = False,
+    pred_modes: Sequence[str] = DEFAULT_PRED_MODES,
 ) -> dict[str, Any]:
     """Compress a video file to a ``.dvc`` file; returns a summary dict.
 
+    ``pred_modes``: the P-frames' prediction modes the encoder chooses from,
+    frame by frame, by the rate point's training objective (``lambda * MSE +
+    bpp``, lambda from the checkpoint's ``meta.lambdas``); ``["mc"]`` is DVC's
+    alone and writes files a 1.0 decoder reads. A checkpoint without its
+    lambdas codes with ``mc`` only.
+
     The summary has ``frames``, ``width``, ``height``, ``bytes`` (the file
-    size), ``bpp``, ``encode_fps``, the byte split ``counts`` and ``psnr`` of
-    the encoder's reconstruction (equal to the decoder's output).
+    size), ``bpp``, ``encode_fps``, the byte split ``counts``, ``pred_modes``
+    (how many P-frames used each mode) and ``psnr`` of the encoder's
+    reconstruction (equal to the decoder's output).
     """
     model = loaded.model
     reader = open_video(input, **dict(reader_opts or {}))
@@ -188,6 +202,15 @@ def compress_file(
         raise InputError(f"start must be >= 0, got {start}")
     if info.num_frames and start >= info.num_frames:
         raise InputError(f"start={start}, but {input} has {info.num_frames} frames")
+    modes = list(dict.fromkeys(pred_modes))
+    if not modes or any(m not in PRED_MODES for m in modes):
+        raise InputError(
+            f"pred_modes must be a non-empty list of {list(PRED_MODES)}, got {list(pred_modes)}"
+        )
+    lambdas = loaded.meta.get("lambdas") or []
+    lam = float(lambdas[q]) if len(lambdas) == model.num_qualities else None
+    if lam is None:
+        modes = ["mc"]
     left = None if info.num_frames is None else info.num_frames - start
     total = left if frames is None else min(frames, left or frames)
     header = bs.Header(
@@ -204,8 +227,10 @@ def compress_file(
         motion_codec=model.pframe.motion_codec.registry_name,
         residual_codec=model.pframe.residual_codec.registry_name,
         fingerprint=model.fingerprint(),
+        flags=bs.FLAG_PRED_MODES if modes != ["mc"] else 0,
     )
     device = next(model.parameters()).device
+    used = dict.fromkeys(PRED_MODES, 0)
     sq_err, n_px, count = 0.0, 0, 0
     t0 = time.perf_counter()
 
@@ -215,9 +240,13 @@ def compress_file(
 
     with bs.BitstreamWriter(output) as writer, fixed_threads(int(threads)):
         writer.write_header(header)
-        coded = model.encode(source(), q, intra_period)
+        coded = model.encode(source(), q, intra_period, pred_modes=modes, lam=lam)
         for cf, x_hat, x in _progress(coded, total, progress, "compress"):
             writer.write_frame(cf.frame_type, cf.quality, cf.substreams)
+            if cf.frame_type == bs.FRAME_P:
+                used["mc"] += 1
+            elif cf.frame_type == bs.FRAME_PM:
+                used[_MODE_NAMES[cf.substreams[0][0]]] += 1
             x = x.to(device)
             sq_err += float(((x_hat - x) ** 2).sum())
             n_px += x.numel()
@@ -245,6 +274,7 @@ def compress_file(
         else 10 * torch.log10(torch.tensor(1 / mse)).item(),
         "encode_fps": count / elapsed,
         "counts": counts,
+        "pred_modes": used,
         "conversion": info.conversion,
     }
 
@@ -328,6 +358,9 @@ def _print_summary(s: dict[str, Any], verb: str) -> None:
         "  bits: header {header}  frame headers/CRC {frame_overhead}  intra {intra}  "
         "motion {motion}  residual {residual}".format(**bits)
     )
+    if s.get("pred_modes"):
+        print("  P-frame predictions: " + "  ".join(
+            f"{k} {v}" for k, v in s["pred_modes"].items()))  # fmt: skip
 
 
 def compress(cfg: Any) -> dict[str, Any]:
@@ -348,6 +381,7 @@ def compress(cfg: Any) -> dict[str, Any]:
         frames=cfg.frames,
         start=int(cfg.get("start") or 0),
         threads=cfg.threads,
+        pred_modes=list(cfg.get("pred_modes") or DEFAULT_PRED_MODES),
         reader_opts=_reader_opts(cfg),
         progress=bool(cfg.progress),
     )
