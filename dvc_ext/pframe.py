@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -20,6 +21,20 @@ from .mc_net import MotionCompensationNet
 #: reference as it is; ``ref``: the decoded reference itself, no motion coded.
 PRED_MODES = {"mc": 0, "warp": 1, "ref": 2}
 PRED_MC, PRED_WARP, PRED_REF = PRED_MODES["mc"], PRED_MODES["warp"], PRED_MODES["ref"]
+
+
+def pred_mode_ids(names: Iterable[str]) -> tuple[int, ...]:
+    """Mode names (repeats dropped, order kept) -> their :data:`PRED_MODES` ids.
+
+    Raises:
+        ValueError: an empty list or an unknown name.
+    """
+    names = list(dict.fromkeys(names))
+    if not names or any(m not in PRED_MODES for m in names):
+        raise ValueError(
+            f"prediction modes must be among {list(PRED_MODES)}, got {names}"
+        )
+    return tuple(PRED_MODES[m] for m in names)
 
 
 class PFrameCodec(nn.Module):

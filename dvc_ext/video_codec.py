@@ -15,7 +15,7 @@ from dvc_common import BitstreamError, pad_to_multiple, unpad
 from image_codecs.payload import pack_compressed, unpack_compressed
 
 from .bitstream import FRAME_I, FRAME_P, FRAME_PM, fingerprint
-from .pframe import PRED_MC, PRED_MODES, PFrameCodec, _build
+from .pframe import PRED_MC, PFrameCodec, _build, pred_mode_ids
 
 
 @dataclass
@@ -162,12 +162,7 @@ class VideoCodec(nn.Module):
             decoder's reconstruction, bit for bit; ``frame`` the input frame.
         """
         q = self._check_quality(quality)
-        names = list(dict.fromkeys(pred_modes))
-        if not names or any(m not in PRED_MODES for m in names):
-            raise ValueError(
-                f"prediction modes must be among {list(PRED_MODES)}, got {names}"
-            )
-        modes = tuple(PRED_MODES[m] for m in names)
+        modes = pred_mode_ids(pred_modes)
         ref = None
         device = next(self.parameters()).device
         for i, frame in enumerate(frames):

@@ -17,7 +17,7 @@ from dvc_common import InputError, fixed_threads
 from .. import bitstream as bs
 from ..checkpoint import default_checkpoint, is_derived, load_checkpoint
 from ..io import open_video, open_writer
-from ..pframe import PRED_MODES
+from ..pframe import PRED_MODES, pred_mode_ids
 from ..video_codec import CodedFrame, VideoCodec
 
 #: Frames smaller than this cannot pass the codecs' four stride-2 stages sensibly.
@@ -202,11 +202,10 @@ def compress_file(
         raise InputError(f"start must be >= 0, got {start}")
     if info.num_frames and start >= info.num_frames:
         raise InputError(f"start={start}, but {input} has {info.num_frames} frames")
-    modes = list(dict.fromkeys(pred_modes))
-    if not modes or any(m not in PRED_MODES for m in modes):
-        raise InputError(
-            f"pred_modes must be a non-empty list of {list(PRED_MODES)}, got {list(pred_modes)}"
-        )
+    try:
+        modes = [_MODE_NAMES[i] for i in pred_mode_ids(pred_modes)]
+    except ValueError as e:
+        raise InputError(f"pred_modes: {e}") from None
     lambdas = loaded.meta.get("lambdas") or []
     lam = float(lambdas[q]) if len(lambdas) == model.num_qualities else None
     if lam is None:
