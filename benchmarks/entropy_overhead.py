@@ -77,18 +77,20 @@ def _brief_training(model, images, steps: int, seed: int = 0) -> None:
     model.update(force=True)
 
 
-def _measure(model, kodak: list[Path], quality) -> dict:
-    """One codec at one rate point over the Kodak images."""
+def _measure(model, kodak: list[Path], quality, refine=None) -> dict:
+    """One codec at one rate point over the Kodak images (``refine``: an
+    ``image_codecs.base.Refinement`` for its encoder, or None)."""
     from dvc_ext.evaluation.metrics import ms_ssim, psnr
 
     rows = []
+    extra = {} if refine is None else {"refine": refine}
     for path in kodak:
         x = _load(path)
         xp, pads = pad_to_multiple(x, model.downsampling_factor)
         with torch.no_grad(), fixed_threads(1):
             est_bits = model.rate_bits(model(xp, quality=quality)["likelihoods"]).item()
             t = time.perf_counter()
-            data = pack_compressed(model.compress(xp, quality=quality))
+            data = pack_compressed(model.compress(xp, quality=quality, **extra))
             t_enc = time.perf_counter() - t
             with tempfile.NamedTemporaryFile(suffix=".bin") as f:
                 f.write(data)
@@ -103,8 +105,10 @@ def _measure(model, kodak: list[Path], quality) -> dict:
             {
                 "image": path.name,
                 "file_bytes": len(blob),
+                # Of the latents as the transforms give them: a refined
+                # encode codes other latents, so it has no overhead to report.
                 "estimated_bytes": est_bits / 8,
-                "overhead": len(blob) / (est_bits / 8) - 1,
+                "overhead": None if refine else len(blob) / (est_bits / 8) - 1,
                 "bpp": len(blob) * 8 / (x.shape[-1] * x.shape[-2]),
                 "psnr": psnr(x_hat, x),
                 "ms_ssim": ms_ssim(x_hat, x),
@@ -114,8 +118,10 @@ def _measure(model, kodak: list[Path], quality) -> dict:
         )
     return {
         "quality": quality,
-        "mean_overhead": statistics.mean(r["overhead"] for r in rows),
-        "max_abs_overhead": max(abs(r["overhead"]) for r in rows),
+        "mean_overhead": None
+        if refine
+        else statistics.mean(r["overhead"] for r in rows),
+        "max_abs_overhead": None if refine else max(abs(r["overhead"]) for r in rows),
         "mean_bpp": statistics.mean(r["bpp"] for r in rows),
         "mean_psnr": statistics.mean(r["psnr"] for r in rows),
         "mean_ms_ssim": statistics.mean(r["ms_ssim"] for r in rows),
@@ -132,8 +138,11 @@ def _from_checkpoint(path: Path):
     blob = load_checkpoint(path, "image")
     model = build_codec(**blob["config"])
     load_weights(model, blob["state_dict"])
-    steps = (blob.get("meta") or {}).get("step")
-    return model.eval(), {"checkpoint": str(path), "steps": steps}
+    meta = blob.get("meta") or {}
+    info = {"checkpoint": str(path), "steps": meta.get("step")}
+    if meta.get("lambdas"):
+        info["lambdas"] = [float(v) for v in meta["lambdas"]]
+    return model.eval(), info
 
 
 def _bd_table(codecs: dict, reference: str) -> dict:
@@ -175,6 +184,11 @@ def main() -> None:
         "--classical", action="append", default=[], metavar="NAME=JSON",
         help="a classical codec, e.g. 'x265-intra={\"name\": \"x265-intra\", "
         "\"levels\": [42, 37, 32, 27]}' (its rate points: the levels); repeatable",
+    )  # fmt: skip
+    ap.add_argument(
+        "--refine", action="append", default=[], metavar="NAME=NEW:STEPS",
+        help="also measure checkpoint NAME as NEW with its encoder refining each "
+        "image's latents, STEPS gradient steps at its rate points' lambdas",
     )  # fmt: skip
     ap.add_argument("--reference", help="BD-rates against this checkpoint's NAME")
     ap.add_argument(
@@ -221,6 +235,14 @@ def main() -> None:
         "codecs": {},
     }
     runs = jobs or ([] if classical else [(c, None) for c in args.codecs])
+    refined = {}
+    for r in args.refine:
+        base, _, rest = r.partition("=")
+        new, _, steps = rest.partition(":")
+        if base not in dict(jobs) or not new or not steps.isdigit():
+            ap.error(f"--refine {r}: expected NAME=NEW:STEPS, NAME a --checkpoint")
+        refined[new] = (base, int(steps))
+        runs.append((new, dict(jobs)[base]))
     for name, path in runs + [(c, "classical") for c in classical]:
         t0 = time.time()
         if path == "classical":
@@ -234,7 +256,16 @@ def main() -> None:
         qualities = (
             list(range(model.num_qualities)) if model.num_qualities > 1 else [None]
         )
-        points = [_measure(model, kodak, q) for q in qualities]
+        refines = [None] * len(qualities)
+        if name in refined:
+            from image_codecs.base import Refinement
+
+            lambdas = info.get("lambdas") or []
+            if len(lambdas) != len(qualities) or not model.refinable:
+                ap.error(f"--refine: {name} needs a refinable codec and its lambdas")
+            info["refine_steps"] = refined[name][1]
+            refines = [Refinement(refined[name][1], lam) for lam in lambdas]
+        points = [_measure(model, kodak, q, r) for q, r in zip(qualities, refines)]
         results["codecs"][name] = {
             **info,
             "codec": model.registry_name,

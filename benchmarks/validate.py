@@ -67,6 +67,7 @@ def validate(
     threads: int,
     flow: dict | None = None,
     pred_modes: list[str] | None = None,
+    refine_steps: int = 0,
 ) -> dict:
     from dvc_ext.tasks.codec import DEFAULT_PRED_MODES, compress_file, load_video_model
 
@@ -82,7 +83,7 @@ def validate(
                 s = compress_file(
                     clip["path"], Path(tmp) / "v.dvc", loaded, quality=q,
                     intra_period=gop, frames=clip["frames"], start=clip["start"],
-                    threads=threads, pred_modes=pred_modes,
+                    threads=threads, pred_modes=pred_modes, refine_steps=refine_steps,
                 )  # fmt: skip
             n = s["frames"] * s["width"] * s["height"]
             mse = 10 ** (-s["psnr_rgb"] / 10)
@@ -104,7 +105,7 @@ def validate(
         else None
     )
     return {"checkpoint": loaded.source, "flow": flow, "pred_modes": pred_modes,
-            "points": points,
+            "refine_steps": refine_steps, "points": points,
             "val_loss": loss, "seconds": round(time.time() - t0, 1)}  # fmt: skip
 
 
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pred-modes", action="append", default=[],
                     help="LABEL:mc,warp: that checkpoint's encoder picks P-frame predictions"
                          " from these (default: compress's, all three)")  # fmt: skip
+    ap.add_argument("--refine", action="append", default=[], metavar="LABEL:STEPS",
+                    help="that checkpoint's encoder refines each I-frame's and residual's"
+                         " latents, STEPS gradient steps (default 0)")  # fmt: skip
     ap.add_argument("--reference", default=None, metavar="JSON:LABEL",
                     help="take the reference's numbers from an earlier run's JSON instead of re-coding it")  # fmt: skip
     ap.add_argument("--out", type=Path, required=True)
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = {
         lab: m.split(",") for lab, _, m in (x.partition(":") for x in a.pred_modes)
     }
+    refine = {lab: int(n) for lab, _, n in (x.partition(":") for x in a.refine)}
     from dvc_ext.evaluation.bdrate import bd_rate
 
     torch.set_num_threads(a.threads)
@@ -180,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         label, _, path = spec.partition("=")
         print(f"{label}: {path}", file=sys.stderr)
         results[label] = validate(
-            path or label, clips, a.gop, a.threads, flows.get(label), modes.get(label)
-        )
+            path or label, clips, a.gop, a.threads, flows.get(label), modes.get(label),
+            refine.get(label, 0),
+        )  # fmt: skip
     labels = list(results)
     for r in results.values():
         losses = clip_losses(r["points"])

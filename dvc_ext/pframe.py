@@ -12,6 +12,7 @@ import torch.nn as nn
 from dvc_common import BitstreamError
 from flows import backward_warp, build_flow
 from image_codecs import build_codec
+from image_codecs.base import Refinement
 from image_codecs.payload import pack_compressed, unpack_compressed
 
 from .mc_net import MotionCompensationNet
@@ -163,6 +164,7 @@ class PFrameCodec(nn.Module):
         quality: int | None = None,
         modes: tuple[int, ...] = (PRED_MC,),
         lam: float | None = None,
+        refine: Refinement | None = None,
     ) -> dict[str, Any]:
         """Encode one frame (batch 1) against the decoded reference.
 
@@ -178,6 +180,11 @@ class PFrameCodec(nn.Module):
                 cheaper (docs/bitstream.md, "Prediction modes").
             lam: the rate point's lambda (the training objective's); needed
                 when ``modes`` has more than one entry.
+            refine: refine the residual codec's latents for this frame
+                (:meth:`~image_codecs.bmshj2018.ScaleHyperprior.refine_latents`),
+                where the residual codec can: only for the mode chosen, which
+                is chosen without it (refining every candidate would multiply
+                the cost by the number of modes).
 
         Returns:
             ``{"mode": int, "motion": bytes (empty for PRED_REF), "residual":
@@ -191,12 +198,14 @@ class PFrameCodec(nn.Module):
             )
         if len(modes) > 1 and lam is None:
             raise ValueError("choosing between prediction modes needs lam")
+        if lam is None and refine is not None:
+            lam = refine.lam
         motion, v_hat = b"", None
         if any(m != PRED_REF for m in modes):
             v = self.estimate_flow(x_cur, x_ref)
             m = self.motion_codec.compress(v, quality=quality)
             motion, v_hat = pack_compressed(m), m["x_hat"]
-        best, pixels = None, x_cur.shape[-2] * x_cur.shape[-1]
+        best = None
         for mode in modes:
             x_pred = self._predict_mode(x_ref, v_hat, mode)
             r = self.residual_codec.compress(x_cur - x_pred, quality=quality)
@@ -206,13 +215,31 @@ class PFrameCodec(nn.Module):
                 "residual": pack_compressed(r),
                 "x_hat": self._reconstruct(x_pred, r["x_hat"]),
             }
-            if len(modes) == 1:
+            if len(modes) == 1 and refine is None:
                 return out
-            bits = 8 * (len(out["motion"]) + len(out["residual"]))
-            cost = lam * float(((out["x_hat"] - x_cur) ** 2).mean()) + bits / pixels
+            cost = self._cost(out, x_cur, lam)
             if best is None or cost < best[0]:
-                best = (cost, out)
-        return best[1]
+                best = (cost, out, x_pred)
+        cost, out, x_pred = best
+        if refine is not None and self.residual_codec.refinable:
+            r = self.residual_codec.compress(
+                x_cur - x_pred, quality=quality, refine=refine
+            )
+            tuned = dict(
+                out,
+                residual=pack_compressed(r),
+                x_hat=self._reconstruct(x_pred, r["x_hat"]),
+            )
+            if self._cost(tuned, x_cur, lam) < cost:
+                out = tuned
+        return out
+
+    @staticmethod
+    def _cost(out: dict[str, Any], x_cur: torch.Tensor, lam: float | None) -> float:
+        """``lam * MSE + bpp`` of a coded frame, every byte counted."""
+        pixels = x_cur.shape[-2] * x_cur.shape[-1]
+        bits = 8 * (len(out["motion"]) + len(out["residual"]))
+        return lam * float(((out["x_hat"] - x_cur) ** 2).mean()) + bits / pixels
 
     @torch.no_grad()
     def decompress(

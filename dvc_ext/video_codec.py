@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from dvc_common import BitstreamError, pad_to_multiple, unpad
+from image_codecs.base import Refinement
 from image_codecs.payload import pack_compressed, unpack_compressed
 
 from .bitstream import FRAME_I, FRAME_P, FRAME_PM, fingerprint
@@ -143,6 +144,7 @@ class VideoCodec(nn.Module):
         intra_period: int,
         pred_modes: Iterable[str] = ("mc",),
         lam: float | None = None,
+        refine_steps: int = 0,
     ) -> Iterator[tuple[CodedFrame, torch.Tensor]]:
         """Encode frames one by one (streaming).
 
@@ -155,7 +157,11 @@ class VideoCodec(nn.Module):
                 :data:`dvc_ext.pframe.PRED_MODES`); anything but ``("mc",)``
                 writes ``FRAME_PM`` records where a mode other than ``mc`` wins,
                 which a file must announce with ``FLAG_PRED_MODES``.
-            lam: the rate point's lambda, for the mode decision.
+            lam: the rate point's lambda, for the mode decision and refinement.
+            refine_steps: refine the latents of each I-frame and each P-frame's
+                residual for that frame, this many gradient steps on ``lam *
+                MSE + bpp`` (:class:`~image_codecs.base.Refinement`; 0: none).
+                The decoder and the format do not change; encoding is slower.
 
         Yields:
             ``(coded_frame, x_hat, frame)``: ``x_hat`` (``3 x H x W``) is the
@@ -163,16 +169,27 @@ class VideoCodec(nn.Module):
         """
         q = self._check_quality(quality)
         modes = pred_mode_ids(pred_modes)
+        refine = None
+        if refine_steps:
+            if lam is None:
+                raise ValueError("refining latents needs the rate point's lam")
+            refine = Refinement(steps=int(refine_steps), lam=float(lam))
+        intra_refine = refine if self.intra.refinable else None
         ref = None
         device = next(self.parameters()).device
         for i, frame in enumerate(frames):
             x, pads = pad_to_multiple(frame[None].to(device), self.multiple)
             if ref is None or (intra_period > 0 and i % intra_period == 0):
-                out = self.intra.compress(x, quality=q)
+                if intra_refine is None:
+                    out = self.intra.compress(x, quality=q)
+                else:
+                    out = self.intra.compress(x, quality=q, refine=intra_refine)
                 coded = CodedFrame(FRAME_I, quality, [pack_compressed(out)])
                 ref = out["x_hat"].clamp(0.0, 1.0)
             else:
-                out = self.pframe.compress(x, ref, quality=q, modes=modes, lam=lam)
+                out = self.pframe.compress(
+                    x, ref, quality=q, modes=modes, lam=lam, refine=refine
+                )
                 subs = [out["motion"], out["residual"]]
                 if out["mode"] == PRED_MC:
                     coded = CodedFrame(FRAME_P, quality, subs)

@@ -160,6 +160,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: the pyramid's forward under bfloat16 autocast (weights, "
+        "loss and optimiser stay fp32); about 3x faster on a CPU with AMX",
+    )
+    p.add_argument(
         "--teacher",
         type=float,
         default=0.7,
@@ -286,6 +293,7 @@ def _train(args: argparse.Namespace) -> dict:
             },
             "seed": args.seed,
             "threads": args.threads,
+            "precision": args.precision,
             "level": args.level,
         },
         "data": {
@@ -322,6 +330,11 @@ def _train(args: argparse.Namespace) -> dict:
             cfg["result"] = final
         _atomic_text(yaml.safe_dump(cfg, sort_keys=False), cfg_path)
 
+    autocast = torch.autocast(
+        torch.device(args.device).type,
+        dtype=torch.bfloat16,
+        enabled=args.precision == "bf16",
+    )
     new_log = not log_path.exists()
     model.train()
     t0 = time.time()
@@ -342,12 +355,15 @@ def _train(args: argparse.Namespace) -> dict:
             # steps that falls to zero at 70% of the run: every level learns its
             # residual task at once instead of waiting for the coarser ones.
             p_tf = args.teacher * max(0.0, 1.0 - step / (0.7 * args.steps))
-            if args.level is not None:
-                pyramid = model.flow_pyramid(cur, ref, until=args.level)[-1:]
-            elif rng.random() < p_tf:
-                pyramid = model.flow_pyramid(cur, ref, guide=gt, jitter=args.jitter)
-            else:
-                pyramid = model.flow_pyramid(cur, ref)
+            with autocast:
+                if args.level is not None:
+                    pyramid = model.flow_pyramid(cur, ref, until=args.level)[-1:]
+                elif rng.random() < p_tf:
+                    pyramid = model.flow_pyramid(cur, ref, guide=gt, jitter=args.jitter)
+                else:
+                    pyramid = model.flow_pyramid(cur, ref)
+            # The EPE in fp32: a bf16 flow is only good to ~0.06 px at 16 px.
+            pyramid = [(f.float(), stride) for f, stride in pyramid]
             loss, fine = multiscale_epe(pyramid, gt)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -25,6 +25,11 @@ points (index 0 = lowest rate). ``quality`` is an int or a ``LongTensor[B]``
 (one index per batch element); ``None`` means the highest quality. With ``Q=1``
 and ``quality=None`` the contract is CompressAI's, unchanged.
 
+Encoder-side refinement: a codec with ``refinable = True`` also takes
+``compress(x, quality, refine=Refinement(...))`` and then codes latents
+optimised for that one input (``lam * MSE + bpp`` by gradient descent); the
+bytes it writes are in the same format, for the same decoder.
+
 Every codec takes ``in_channels`` (3 for frames and residuals, 2 for flow) and
 its channel widths ``N`` (transforms) and ``M`` (latent) as constructor
 arguments, so the contract tests can build a small instance of any registered
@@ -37,6 +42,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -105,6 +111,43 @@ def codec_class(name: str) -> type[ImageCodec]:
 QualityArg = int | torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class Refinement:
+    """Settings of encoder-side latent refinement (``ImageCodec.compress``).
+
+    Args:
+        steps: gradient steps on the latents (0: none).
+        lam: the rate point's lambda: the objective is ``lam * MSE + bpp``, the
+            one the codec was trained for at that rate point.
+        lr: Adam's step size on the latents.
+        seed: of the stochastic rounding, so an encode is repeatable.
+        amp: run the transforms under bfloat16 autocast (None: where the CPU
+            has native bf16, or on CUDA); the coded result is computed in
+            float32 either way.
+    """
+
+    steps: int
+    lam: float
+    lr: float = 0.02
+    seed: int = 0
+    amp: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"refinement steps must be >= 0, got {self.steps}")
+        if not self.lam > 0:
+            raise ValueError(f"refinement needs a positive lambda, got {self.lam}")
+        if not self.lr > 0:
+            raise ValueError(f"refinement lr must be positive, got {self.lr}")
+
+    def use_amp(self, device: torch.device) -> bool:
+        if self.amp is not None:
+            return self.amp
+        if device.type == "cuda":
+            return True
+        return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported()
+
+
 class ImageCodec(CompressionModel):
     """Base class of the image codecs (see the module docstring for the contract).
 
@@ -118,6 +161,8 @@ class ImageCodec(CompressionModel):
     #: False for the classical codecs (:mod:`image_codecs.classical`): no
     #: weights, no gradients; training refuses them as a trained part.
     learned: ClassVar[bool] = True
+    #: Whether ``compress`` takes ``refine=`` (encoder-side latent refinement).
+    refinable: ClassVar[bool] = False
     #: Input channel counts it codes (None: any, e.g. 2 for flow, 3 for RGB).
     channels: ClassVar[tuple[int, ...] | None] = None
     #: Constructor arguments a decoder depends on (None: all of them).

@@ -178,6 +178,8 @@ class VideoModelContender(Contender):
         threads: torch threads while coding (recorded in the file).
         flow: replace the encoder-side flow (``{"name": "dis"}``).
         intra: code I-frames with a classical codec (``{"name": "x265-intra"}``).
+        refine_steps: the encoder refines each I-frame's and residual's latents
+            (``compress_file``'s setting; 0: none).
     """
 
     kind = "dvc-ext"
@@ -191,10 +193,12 @@ class VideoModelContender(Contender):
         threads: int = 1,
         flow: Mapping[str, Any] | None = None,
         intra: Mapping[str, Any] | None = None,
+        refine_steps: int = 0,
     ) -> None:
         from ..tasks.codec import load_video_model
 
         self.label = label
+        self.refine_steps = int(refine_steps)
         self.enc = load_video_model(checkpoint, device=device, flow=flow, intra=intra)
         # The decoder is the plain model: it takes a classical intra codec from
         # each file's header, as `dvc-ext decompress` does.
@@ -227,6 +231,7 @@ class VideoModelContender(Contender):
             "motion_codec": m.pframe.motion_codec.registry_name,
             "residual_codec": m.pframe.residual_codec.registry_name,
             "num_qualities": m.num_qualities,
+            "refine_steps": self.refine_steps,
             "meta": self.enc.meta,
         }
 
@@ -239,6 +244,7 @@ class VideoModelContender(Contender):
         summary = compress_file(
             src, out, self.enc, quality=q, intra_period=clip.gop,
             frames=clip.num_frames, threads=self.threads, reader_opts=opts,
+            refine_steps=self.refine_steps,
         )  # fmt: skip
         enc_s = summary["frames"] / summary["encode_fps"]
         per_frame, dec_s = [], 0.0

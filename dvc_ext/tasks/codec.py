@@ -171,6 +171,7 @@ def compress_file(
     reader_opts: Mapping[str, Any] | None = None,
     progress: bool = False,
     pred_modes: Sequence[str] = DEFAULT_PRED_MODES,
+    refine_steps: int = 0,
 ) -> dict[str, Any]:
     """Compress a video file to a ``.dvc`` file; returns a summary dict.
 
@@ -179,6 +180,10 @@ def compress_file(
     bpp``, lambda from the checkpoint's ``meta.lambdas``); ``["mc"]`` is DVC's
     alone and writes files a 1.0 decoder reads. A checkpoint without its
     lambdas codes with ``mc`` only.
+
+    ``refine_steps``: refine the latents of every I-frame and P-frame residual
+    for that frame (``VideoCodec.encode``), by the same objective; a file the
+    same decoder reads, at a lower cost, for a slower encoder.
 
     The summary has ``frames``, ``width``, ``height``, ``bytes`` (the file
     size), ``bpp``, ``encode_fps``, the byte split ``counts``, ``pred_modes``
@@ -210,6 +215,13 @@ def compress_file(
     lam = float(lambdas[q]) if len(lambdas) == model.num_qualities else None
     if lam is None:
         modes = ["mc"]
+    if int(refine_steps) < 0:
+        raise InputError(f"refine_steps must be >= 0, got {refine_steps}")
+    if refine_steps and lam is None:
+        raise InputError(
+            "refine_steps needs the rate points' lambdas, and this checkpoint "
+            "records none (meta.lambdas)"
+        )
     left = None if info.num_frames is None else info.num_frames - start
     total = left if frames is None else min(frames, left or frames)
     header = bs.Header(
@@ -239,7 +251,14 @@ def compress_file(
 
     with bs.BitstreamWriter(output) as writer, fixed_threads(int(threads)):
         writer.write_header(header)
-        coded = model.encode(source(), q, intra_period, pred_modes=modes, lam=lam)
+        coded = model.encode(
+            source(),
+            q,
+            intra_period,
+            pred_modes=modes,
+            lam=lam,
+            refine_steps=int(refine_steps),
+        )
         for cf, x_hat, x in _progress(coded, total, progress, "compress"):
             writer.write_frame(cf.frame_type, cf.quality, cf.substreams)
             if cf.frame_type == bs.FRAME_P:
@@ -274,6 +293,7 @@ def compress_file(
         "encode_fps": count / elapsed,
         "counts": counts,
         "pred_modes": used,
+        "refine_steps": int(refine_steps),
         "conversion": info.conversion,
     }
 
@@ -381,6 +401,7 @@ def compress(cfg: Any) -> dict[str, Any]:
         start=int(cfg.get("start") or 0),
         threads=cfg.threads,
         pred_modes=list(cfg.get("pred_modes") or DEFAULT_PRED_MODES),
+        refine_steps=int(cfg.get("refine_steps") or 0),
         reader_opts=_reader_opts(cfg),
         progress=bool(cfg.progress),
     )

@@ -99,21 +99,29 @@ def build_contenders(cfg: Mapping[str, Any], images: bool) -> list[Contender]:
     out: list[Contender] = []
     for label, e in specs.items():
         ckpt = str(e.get("checkpoint", "default"))
-        unknown = set(e) - {"checkpoint", "qualities", "flow", "intra"}
+        unknown = set(e) - {"checkpoint", "qualities", "flow", "intra", "refine_steps"}
         if unknown:
             raise InputError(f"codec {label}: unknown setting(s) {sorted(unknown)}")
         q = e.get("qualities")
         if _kind_of(ckpt) == "image":
-            if e.get("intra"):
+            if e.get("intra") or e.get("refine_steps"):
                 raise InputError(
-                    f"codec {label}: intra= replaces a video model's codec"
+                    f"codec {label}: intra= and refine_steps= are settings of a "
+                    "video model's encoder"
                 )
             out.append(ImageCodecContender(label, ckpt, q, device, threads))
         else:
             out.append(
                 VideoModelContender(
-                    label, ckpt, q, device, threads, e.get("flow"), e.get("intra")
-                )
+                    label,
+                    ckpt,
+                    q,
+                    device,
+                    threads,
+                    e.get("flow"),
+                    e.get("intra"),
+                    refine_steps=int(e.get("refine_steps") or 0),
+                )  # fmt: skip
             )
     if not images:
         for name, a in (cfg.get("anchors") or {}).items():
