@@ -46,6 +46,9 @@ class JointAutoregressiveHierarchicalPriors(MeanScaleHyperprior):
     """
 
     KERNEL = 5
+    # Its rate runs through the serial context model: the refinement inherited
+    # from the hyperprior would ignore it, so the encoder does not offer it.
+    refinable = False
 
     def __init__(
         self, in_channels: int = 3, N: int = 192, M: int = 192, num_qualities: int = 1

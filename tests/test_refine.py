@@ -10,6 +10,7 @@ from test_cli_codec import make_checkpoint
 from dvc_common import InputError
 from dvc_ext.tasks.codec import compress_file, decompress_file, load_video_model
 from dvc_ext.video_codec import VideoCodec
+from image_codecs import build_codec, codec_class, list_codecs
 from image_codecs.base import Refinement
 from image_codecs.payload import pack_compressed, unpack_compressed
 
@@ -128,3 +129,19 @@ def test_eval_takes_refine_steps_for_video_models(tmp_path):
     bad = {"codecs": {"i": {"checkpoint": str(intra), "refine_steps": 5}}}
     with pytest.raises(InputError, match="refine_steps"):
         build_contenders(bad, images=True)
+
+
+@pytest.mark.parametrize("name", list_codecs())
+def test_every_refinable_codec_decodes_its_refined_bytes(name):
+    cls = codec_class(name)
+    if not cls.refinable:
+        pytest.skip(f"{name} offers no refinement")
+    codec = build_codec(name, in_channels=3, num_qualities=2, **cls.tiny_config)
+    codec.update(force=True)
+    codec.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = codec.compress(x, quality=1, refine=Refinement(steps=2, lam=LAM))
+        strings, shape = unpack_compressed(pack_compressed(out))
+        assert torch.equal(codec.decompress(strings, shape, quality=1)["x_hat"],
+                           out["x_hat"])  # fmt: skip
