@@ -142,6 +142,7 @@ def _from_checkpoint(path: Path):
     info = {"checkpoint": str(path), "steps": meta.get("step")}
     if meta.get("lambdas"):
         info["lambdas"] = [float(v) for v in meta["lambdas"]]
+        info["metric"] = str(meta.get("metric", "mse"))
     return model.eval(), info
 
 
@@ -261,6 +262,10 @@ def main() -> None:
             from image_codecs.base import Refinement
 
             lambdas = info.get("lambdas") or []
+            if info.get("metric", "mse") != "mse":
+                ap.error(
+                    f"--refine: {name} was trained for {info['metric']!r}, not mse"
+                )
             if len(lambdas) != len(qualities) or not model.refinable:
                 ap.error(f"--refine: {name} needs a refinable codec and its lambdas")
             info["refine_steps"] = refined[name][1]

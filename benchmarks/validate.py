@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     modes = {
         lab: m.split(",") for lab, _, m in (x.partition(":") for x in a.pred_modes)
     }
-    refine = {lab: int(n) for lab, _, n in (x.partition(":") for x in a.refine)}
+    refine = {lab: n for lab, _, n in (x.partition(":") for x in a.refine)}
+    if not all(n.isdigit() for n in refine.values()):
+        ap.error(f"--refine takes LABEL:STEPS, got {a.refine}")
+    refine = {lab: int(n) for lab, n in refine.items()}
     from dvc_ext.evaluation.bdrate import bd_rate
 
     torch.set_num_threads(a.threads)

@@ -180,10 +180,13 @@ class VideoCodec(nn.Module):
         for i, frame in enumerate(frames):
             x, pads = pad_to_multiple(frame[None].to(device), self.multiple)
             if ref is None or (intra_period > 0 and i % intra_period == 0):
-                if intra_refine is None:
-                    out = self.intra.compress(x, quality=q)
-                else:
-                    out = self.intra.compress(x, quality=q, refine=intra_refine)
+                out = self.intra.compress(x, quality=q)
+                if intra_refine is not None:
+                    # Kept on its real bytes, as a P-frame's refined residual
+                    # is: the refinement itself saw only the model's estimate.
+                    tuned = self.intra.compress(x, quality=q, refine=intra_refine)
+                    if _real_cost(tuned, x, lam) < _real_cost(out, x, lam):
+                        out = tuned
                 coded = CodedFrame(FRAME_I, quality, [pack_compressed(out)])
                 ref = out["x_hat"].clamp(0.0, 1.0)
             else:
@@ -241,6 +244,14 @@ class VideoCodec(nn.Module):
             ):
                 raise BitstreamError(f"frame {k} decodes to the wrong size")
             yield unpad(ref.to(device), pads)[0]
+
+
+def _real_cost(out: dict[str, Any], x: torch.Tensor, lam: float) -> float:
+    """``lam * MSE + bpp`` of an image codec's ``compress`` output, its
+    payload's bytes counted."""
+    bits = 8 * len(pack_compressed(out))
+    mse = float(((out["x_hat"].clamp(0.0, 1.0) - x) ** 2).mean())
+    return lam * mse + bits / (x.shape[-2] * x.shape[-1])
 
 
 def _substreams(cf: CodedFrame, n: int, k: int) -> list[bytes]:

@@ -123,7 +123,10 @@ class Refinement:
         seed: of the stochastic rounding, so an encode is repeatable.
         amp: run the transforms under bfloat16 autocast (None: where the CPU
             has native bf16, or on CUDA); the coded result is computed in
-            float32 either way.
+            float32 either way. The latents found, and so the bytes, depend on
+            this setting (and on the batch, through the noise): the same
+            command repeats its file on one machine, and any file decodes the
+            same everywhere, but two machines may encode differently.
     """
 
     steps: int

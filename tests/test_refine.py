@@ -110,6 +110,15 @@ def test_compress_file_refine_steps(tmp_path):
     with pytest.raises(InputError, match="lambdas"):
         compress_file(src, tmp_path / "m.dvc", no_lambdas, refine_steps=2)
     assert not (tmp_path / "m.dvc").exists()
+    from dvc_ext.checkpoint import load_checkpoint, save_checkpoint
+
+    blob = load_checkpoint(tmp_path / "plain.pth", "video")
+    ssim = save_checkpoint(tmp_path / "ssim.pth", "video", blob["config"],
+                           blob["state_dict"], {"lambdas": [8.0, 16.0],
+                                                "metric": "ms-ssim"})  # fmt: skip
+    with pytest.raises(InputError, match="ms-ssim"):
+        compress_file(src, tmp_path / "s.dvc", load_video_model(ssim), refine_steps=2)
+    assert not (tmp_path / "s.dvc").exists()
 
 
 def test_eval_takes_refine_steps_for_video_models(tmp_path):
@@ -132,16 +141,23 @@ def test_eval_takes_refine_steps_for_video_models(tmp_path):
 
 
 @pytest.mark.parametrize("name", list_codecs())
-def test_every_refinable_codec_decodes_its_refined_bytes(name):
+def test_every_refinable_codec_decodes_its_refined_bytes(name, intra, image):
     cls = codec_class(name)
     if not cls.refinable:
         pytest.skip(f"{name} offers no refinement")
-    codec = build_codec(name, in_channels=3, num_qualities=2, **cls.tiny_config)
-    codec.update(force=True)
-    codec.eval()
-    x = torch.rand(1, 3, 64, 64)
+    if name == intra.registry_name:
+        codec, lr = intra, 0.02  # trained: untrained, no refinement was kept
+    else:
+        lr = 0.1
+        codec = build_codec(name, in_channels=3, num_qualities=2, **cls.tiny_config)
+        codec.update(force=True)
+        codec.eval()
+    x = image[..., :, :128].contiguous()
     with torch.no_grad():
-        out = codec.compress(x, quality=1, refine=Refinement(steps=2, lam=LAM))
-        strings, shape = unpack_compressed(pack_compressed(out))
+        plain = pack_compressed(codec.compress(x, quality=1))
+        out = codec.compress(x, quality=1, refine=Refinement(8, LAM, lr=lr))
+        data = pack_compressed(out)
+        assert data != plain  # the refined latents were kept, so they are tested
+        strings, shape = unpack_compressed(data)
         assert torch.equal(codec.decompress(strings, shape, quality=1)["x_hat"],
                            out["x_hat"])  # fmt: skip

@@ -222,6 +222,11 @@ def compress_file(
             "refine_steps needs the rate points' lambdas, and this checkpoint "
             "records none (meta.lambdas)"
         )
+    if refine_steps and loaded.meta.get("metric", "mse") != "mse":
+        raise InputError(
+            "refine_steps minimises lambda * MSE + bpp; this checkpoint was "
+            f"trained for {loaded.meta.get('metric')!r}"
+        )
     left = None if info.num_frames is None else info.num_frames - start
     total = left if frames is None else min(frames, left or frames)
     header = bs.Header(
