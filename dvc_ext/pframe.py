@@ -235,11 +235,9 @@ class PFrameCodec(nn.Module):
         return out
 
     @staticmethod
-    def _cost(out: dict[str, Any], x_cur: torch.Tensor, lam: float | None) -> float:
-        """``lam * MSE + bpp`` of a coded frame, every byte counted."""
-        pixels = x_cur.shape[-2] * x_cur.shape[-1]
-        bits = 8 * (len(out["motion"]) + len(out["residual"]))
-        return lam * float(((out["x_hat"] - x_cur) ** 2).mean()) + bits / pixels
+    def _cost(out: dict[str, Any], x_cur: torch.Tensor, lam: float) -> float:
+        nbytes = len(out["motion"]) + len(out["residual"])
+        return rd_cost(out["x_hat"], x_cur, nbytes, lam)
 
     @torch.no_grad()
     def decompress(
@@ -280,6 +278,13 @@ class PFrameCodec(nn.Module):
         if r_hat.shape != x_pred.shape:
             raise BitstreamError("residual payload does not match the frame size")
         return self._reconstruct(x_pred, r_hat)
+
+
+def rd_cost(x_hat: torch.Tensor, x: torch.Tensor, nbytes: int, lam: float) -> float:
+    """``lam * MSE + bpp`` of a coded frame: ``nbytes`` real bytes, ``x_hat``
+    what the decoder returns (the encoder's decisions between codings)."""
+    bits = 8 * nbytes
+    return lam * float(((x_hat - x) ** 2).mean()) + bits / (x.shape[-2] * x.shape[-1])
 
 
 def _build(spec: dict[str, Any], in_channels: int, num_qualities: int):

@@ -16,7 +16,7 @@ from image_codecs.base import Refinement
 from image_codecs.payload import pack_compressed, unpack_compressed
 
 from .bitstream import FRAME_I, FRAME_P, FRAME_PM, fingerprint
-from .pframe import PRED_MC, PFrameCodec, _build, pred_mode_ids
+from .pframe import PRED_MC, PFrameCodec, _build, pred_mode_ids, rd_cost
 
 
 @dataclass
@@ -181,13 +181,17 @@ class VideoCodec(nn.Module):
             x, pads = pad_to_multiple(frame[None].to(device), self.multiple)
             if ref is None or (intra_period > 0 and i % intra_period == 0):
                 out = self.intra.compress(x, quality=q)
+                payload = pack_compressed(out)
                 if intra_refine is not None:
                     # Kept on its real bytes, as a P-frame's refined residual
                     # is: the refinement itself saw only the model's estimate.
                     tuned = self.intra.compress(x, quality=q, refine=intra_refine)
-                    if _real_cost(tuned, x, lam) < _real_cost(out, x, lam):
-                        out = tuned
-                coded = CodedFrame(FRAME_I, quality, [pack_compressed(out)])
+                    tuned_payload = pack_compressed(tuned)
+                    if rd_cost(
+                        tuned["x_hat"].clamp(0.0, 1.0), x, len(tuned_payload), lam
+                    ) < rd_cost(out["x_hat"].clamp(0.0, 1.0), x, len(payload), lam):
+                        out, payload = tuned, tuned_payload
+                coded = CodedFrame(FRAME_I, quality, [payload])
                 ref = out["x_hat"].clamp(0.0, 1.0)
             else:
                 out = self.pframe.compress(
@@ -244,14 +248,6 @@ class VideoCodec(nn.Module):
             ):
                 raise BitstreamError(f"frame {k} decodes to the wrong size")
             yield unpad(ref.to(device), pads)[0]
-
-
-def _real_cost(out: dict[str, Any], x: torch.Tensor, lam: float) -> float:
-    """``lam * MSE + bpp`` of an image codec's ``compress`` output, its
-    payload's bytes counted."""
-    bits = 8 * len(pack_compressed(out))
-    mse = float(((out["x_hat"].clamp(0.0, 1.0) - x) ** 2).mean())
-    return lam * mse + bits / (x.shape[-2] * x.shape[-1])
 
 
 def _substreams(cf: CodedFrame, n: int, k: int) -> list[bytes]:
